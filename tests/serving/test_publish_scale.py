@@ -1,0 +1,22 @@
+"""Publish timing at a realistic size (run with `-m slow`)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from serving.store import MongoServingStore
+from tests.serving.payloads import make_payload
+
+logger = logging.getLogger(__name__)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_publish_5000_users_top50(store: MongoServingStore) -> None:
+    payload = make_payload("big", n_users=5000, n_items=2000, top_n=50)
+    summary = store.publish(payload)
+    logger.warning("publish 5000 users x top-50 (+2000 items): %.2fs", summary["seconds"])
+    assert summary["counts"]["users"] == 5000
+    assert summary["seconds"] < 120

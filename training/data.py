@@ -1,0 +1,189 @@
+"""Interactions parquet -> a users x items CSR matrix with id <-> index maps.
+
+The feature store writes one or more parquet files with at least `user_id` (string), `item_id`
+(string) and `weight` (float > 0, confidence already aggregated per user-item pair). Everything here
+is vectorised (pyarrow dictionary encoding + numpy); there are no per-row Python loops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import scipy.sparse as sp
+
+from recsys.errors import InputFileError, ModelError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("user_id", "item_id", "weight")
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class InteractionMatrix:
+    """A users x items confidence matrix and the ids of its rows and columns.
+
+    Attributes:
+        user_ids: (n_users,) object array of str, sorted, unique; row i is user_ids[i].
+        item_ids: (n_items,) object array of str, sorted, unique; column j is item_ids[j].
+        matrix: (n_users, n_items) CSR, float32 data, int32 indices/indptr, duplicates summed,
+            sorted indices.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    matrix: sp.csr_matrix
+
+    def __post_init__(self) -> None:
+        check_csr(self.matrix, name="InteractionMatrix.matrix")
+        if self.matrix.shape != (len(self.user_ids), len(self.item_ids)):
+            raise ModelError(f"InteractionMatrix shape {self.matrix.shape} does not match "
+                             f"{len(self.user_ids)} user ids x {len(self.item_ids)} item ids")
+
+    @property
+    def n_users(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.matrix.nnz)
+
+
+def check_csr(matrix: object, *, name: str = "matrix") -> sp.csr_matrix:
+    """Raise ModelError unless `matrix` is a float32 / int32 `scipy.sparse.csr_matrix`.
+
+    implicit's `recommend` requires `csr_matrix` (not `csr_array`); its GPU path rejects 64-bit
+    indices (PITFALLS: benfred/implicit#729).
+    """
+    if not isinstance(matrix, sp.csr_matrix):
+        raise ModelError(f"{name} must be a scipy.sparse.csr_matrix, got {type(matrix).__name__}")
+    if matrix.dtype != np.float32:
+        raise ModelError(f"{name} must have float32 data, got {matrix.dtype}")
+    if matrix.indices.dtype != np.int32 or matrix.indptr.dtype != np.int32:
+        raise ModelError(f"{name} must have int32 indices, got {matrix.indices.dtype}/"
+                         f"{matrix.indptr.dtype}")
+    return matrix
+
+
+def to_csr(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> sp.csr_matrix:
+    """Convert anything sparse-like to a canonical float32/int32 csr_matrix (duplicates summed)."""
+    m = sp.csr_matrix(matrix, dtype=np.float32)
+    m.sum_duplicates()  # also sorts indices
+    if m.nnz > _INT32_MAX:
+        raise ModelError(f"matrix has {m.nnz} non-zeros, more than int32 indices can address")
+    m.indices = m.indices.astype(np.int32, copy=False)
+    m.indptr = m.indptr.astype(np.int32, copy=False)
+    return m
+
+
+def build_matrix(user_ids: np.ndarray, item_ids: np.ndarray,
+                 weights: np.ndarray) -> InteractionMatrix:
+    """Build an InteractionMatrix from parallel arrays of ids and weights (vectorised).
+
+    Ids are sorted; duplicate (user, item) pairs are summed.
+    """
+    users, user_codes = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
+    items, item_codes = np.unique(np.asarray(item_ids, dtype=object), return_inverse=True)
+    return _from_codes(users, user_codes, items, item_codes, np.asarray(weights))
+
+
+def _from_codes(users: np.ndarray, user_codes: np.ndarray, items: np.ndarray,
+                item_codes: np.ndarray, weights: np.ndarray) -> InteractionMatrix:
+    if len(users) == 0 or len(items) == 0:
+        raise ModelError("no interactions: cannot build an empty matrix")
+    if len(users) > _INT32_MAX or len(items) > _INT32_MAX:
+        raise ModelError("too many users or items for int32 indices")
+    coo = sp.coo_matrix(
+        (weights.astype(np.float32, copy=False),
+         (user_codes.astype(np.int32, copy=False), item_codes.astype(np.int32, copy=False))),
+        shape=(len(users), len(items)),
+    )
+    return InteractionMatrix(user_ids=users.astype(object), item_ids=items.astype(object),
+                             matrix=to_csr(coo))
+
+
+def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary-encode a string column; return (sorted unique values, code per row)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    dictionary = encoded.dictionary
+    order = pc.array_sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    values = dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False).astype(object)
+    return values, codes
+
+
+def load_interactions(path: Path) -> InteractionMatrix:
+    """Read the feature store's interactions parquet (a file or a directory of files).
+
+    Args:
+        path: a parquet file or a directory holding parquet files.
+
+    Returns:
+        The users x items matrix (float32 weights, duplicates summed) and sorted id arrays.
+
+    Raises:
+        InputFileError: the path is missing/unreadable, a required column is missing, null,
+            of the wrong type, or a weight is not a finite positive number, or there are no rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "does not exist")
+    try:
+        dataset = ds.dataset(path, format="parquet")
+        schema = dataset.schema
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputFileError(path, f"cannot read parquet: {exc}") from exc
+    for name in REQUIRED_COLUMNS:
+        if name not in schema.names:
+            raise InputFileError(path, "required column is missing", column=name,
+                                 rule="required_columns")
+    table = dataset.to_table(columns=list(REQUIRED_COLUMNS))
+    if table.num_rows == 0:
+        raise InputFileError(path, "no interactions", rule="non_empty")
+
+    columns = {}
+    for name in ("user_id", "item_id"):
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pa.types.is_integer(col.type) or pa.types.is_large_string(col.type):
+            col = col.cast(pa.string())
+        if not pa.types.is_string(col.type):
+            raise InputFileError(path, f"expected strings, got {col.type}", column=name,
+                                 rule="type")
+        if col.null_count:
+            raise InputFileError(path, f"{col.null_count} null value(s)", column=name,
+                                 rule="not_null")
+        columns[name] = col
+
+    weight_col = table.column("weight")
+    if not (pa.types.is_floating(weight_col.type) or pa.types.is_integer(weight_col.type)):
+        raise InputFileError(path, f"expected a number, got {weight_col.type}", column="weight",
+                             rule="type")
+    if weight_col.null_count:
+        raise InputFileError(path, f"{weight_col.null_count} null value(s)", column="weight",
+                             rule="not_null")
+    weights = weight_col.to_numpy().astype(np.float64, copy=False)
+    bad = ~(np.isfinite(weights) & (weights > 0))
+    if bad.any():
+        raise InputFileError(path, f"{int(bad.sum())} weight(s) not finite and > 0",
+                             column="weight", rule="positive")
+
+    users, user_codes = _sorted_codes(columns["user_id"])
+    items, item_codes = _sorted_codes(columns["item_id"])
+    data = _from_codes(users, user_codes, items, item_codes, weights)
+    log.info("loaded %d interactions (%d rows) for %d users x %d items from %s",
+             data.n_interactions, table.num_rows, data.n_users, data.n_items, path)
+    return data

@@ -1,0 +1,226 @@
+"""Offline evaluation: per-user random holdout, ranking metrics, popularity baseline.
+
+Metric definitions follow Microsoft Recommenders' `python_evaluation` (binary relevance, only users
+with at least one test item are evaluated):
+
+- precision@k = hits in top k / k
+- recall@k = hits in top k / |relevant|
+- ndcg@k = DCG / IDCG, DCG = sum over hits of 1 / log2(rank + 1) (rank 1-based), IDCG over
+  min(|relevant|, k) positions
+- map = sum over hits in top k of precision@rank, divided by |relevant| (not min(k, |relevant|))
+
+implicit's own `precision_at_k` divides by min(K, relevant) and is NOT precision (PITFALLS).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+
+from recsys.errors import ModelError
+from training.data import InteractionMatrix, check_csr, to_csr
+from training.model import (
+    PAD_ITEM,
+    AlsParams,
+    item_popularity,
+    fit_als,
+    popularity_order,
+    recommend_top_n,
+)
+
+log = logging.getLogger(__name__)
+
+
+def split_per_user(matrix: sp.csr_matrix, holdout_fraction: float,
+                   seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Random holdout per user, like Recommenders' `python_stratified_split(filter_by="user")`.
+
+    Each user keeps round((1 - holdout_fraction) * n_u) of their n_u items in train (Python/NumPy
+    round-half-to-even, as Recommenders does), and never fewer than one; the rest go to test. A user
+    with a single item keeps it in train.
+
+    Returns:
+        (train, test): same shape as `matrix`, disjoint non-zeros whose union is `matrix`.
+    """
+    check_csr(matrix, name="split_per_user matrix")
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ModelError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    n_users = matrix.shape[0]
+    per_user = np.diff(matrix.indptr).astype(np.int64)
+    n_train = np.rint((1.0 - holdout_fraction) * per_user).astype(np.int64)
+    n_train = np.where(per_user > 0, np.clip(n_train, 1, per_user), 0)
+
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
+    rng = np.random.default_rng(seed)
+    keys = rng.random(matrix.nnz)
+    order = np.lexsort((keys, rows))  # grouped by user (CSR order), shuffled within a user
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+    in_train = rank < n_train[rows]
+
+    def subset(mask: np.ndarray) -> sp.csr_matrix:
+        coo = sp.coo_matrix((matrix.data[mask], (rows[mask], matrix.indices[mask])),
+                            shape=matrix.shape)
+        return to_csr(coo)
+
+    return subset(in_train), subset(~in_train)
+
+
+def _hits(recommended: np.ndarray, test: sp.csr_matrix) -> np.ndarray:
+    """Boolean (n_users, k): is recommended[u, j] among user u's test items."""
+    n_items = test.shape[1]
+    test_keys = (np.repeat(np.arange(test.shape[0], dtype=np.int64), np.diff(test.indptr))
+                 * n_items + test.indices)  # sorted: CSR with sorted indices
+    rec = recommended.astype(np.int64)
+    rec_keys = np.arange(rec.shape[0], dtype=np.int64)[:, None] * n_items + rec
+    pos = np.searchsorted(test_keys, rec_keys)
+    pos = np.minimum(pos, max(len(test_keys) - 1, 0))
+    found = test_keys[pos] == rec_keys if len(test_keys) else np.zeros(rec.shape, dtype=bool)
+    return found & (rec >= 0) & (rec < n_items)
+
+
+def ranking_metrics(recommended: np.ndarray, test: sp.csr_matrix, k: int, *,
+                    n_items: int) -> dict[str, float]:
+    """Top-k ranking metrics of `recommended` against the non-zeros of `test`.
+
+    Args:
+        recommended: (n_users, >= k) item indices best first, row u for user u; -1 pads.
+        test: (n_users, n_items) csr_matrix of held-out interactions (relevance is binary).
+        k: cut-off.
+        n_items: catalogue size for coverage.
+
+    Returns:
+        {"precision@k", "recall@k", "ndcg@k", "map", "coverage", "users"} where the first four are
+        means over users with >= 1 test item, "coverage" is the share of the catalogue appearing
+        in the top k of any row of `recommended`, and "users" is the number of users evaluated.
+    """
+    check_csr(test, name="ranking_metrics test")
+    if recommended.ndim != 2 or recommended.shape[0] != test.shape[0]:
+        raise ModelError(f"recommended has shape {recommended.shape}, test has "
+                         f"{test.shape[0]} users")
+    if k < 1 or recommended.shape[1] < k:
+        raise ModelError(f"need 1 <= k <= {recommended.shape[1]} recommendations, got k={k}")
+    test = to_csr(test)  # canonical: sorted indices, no duplicates
+    top = recommended[:, :k]
+    n_rel = np.diff(test.indptr)
+    users = n_rel > 0
+
+    recommended_items = np.unique(top[top >= 0])
+    result = {f"precision@{k}": 0.0, f"recall@{k}": 0.0, f"ndcg@{k}": 0.0, "map": 0.0,
+              "coverage": float(len(recommended_items) / n_items) if n_items else 0.0,
+              "users": int(users.sum())}
+    if not users.any():
+        return result
+
+    hits = _hits(top, test)[users].astype(np.float64)
+    rel = n_rel[users].astype(np.float64)
+    ranks = np.arange(1, k + 1, dtype=np.float64)
+    discounts = 1.0 / np.log2(ranks + 1.0)
+    n_hits = hits.sum(axis=1)
+
+    dcg = hits @ discounts
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(rel, k).astype(np.int64)]
+    precision_at_rank = np.cumsum(hits, axis=1) / ranks
+    ap = (precision_at_rank * hits).sum(axis=1) / rel
+
+    result[f"precision@{k}"] = float(np.mean(n_hits / k))
+    result[f"recall@{k}"] = float(np.mean(n_hits / rel))
+    result[f"ndcg@{k}"] = float(np.mean(dcg / ideal))
+    result["map"] = float(np.mean(ap))
+    return result
+
+
+def popularity_recommendations(train: sp.csr_matrix, k: int, *,
+                               max_cells: int = 50_000_000) -> np.ndarray:
+    """Most-popular baseline: the k most popular items (by distinct users, ties by weight) that
+    each user has not interacted with in `train`.
+
+    Returns:
+        (n_users, k) int32 item indices, -1 padded when a user has seen nearly every item.
+    """
+    check_csr(train, name="popularity_recommendations train")
+    if k < 1:
+        raise ModelError(f"k must be >= 1, got {k}")
+    n_users, n_items = train.shape
+    counts, weights = item_popularity(train)
+    ranking = popularity_order(counts, weights)
+    rank_of = np.empty(n_items, dtype=np.int64)
+    rank_of[ranking] = np.arange(n_items)
+    per_user = np.diff(train.indptr)
+    out = np.full((n_users, k), PAD_ITEM, dtype=np.int32)
+
+    # Each user needs at most k + (their items) candidates from the head of the ranking.
+    batch = max(1, max_cells // max(1, min(n_items, k + int(per_user.max(initial=0)))))
+    for start in range(0, n_users, batch):
+        stop = min(n_users, start + batch)
+        width = min(n_items, k + int(per_user[start:stop].max(initial=0)))
+        block = train[start:stop]
+        rows = np.repeat(np.arange(stop - start), np.diff(block.indptr))
+        ranks = rank_of[block.indices]
+        seen = np.zeros((stop - start, width), dtype=bool)
+        keep = ranks < width
+        seen[rows[keep], ranks[keep]] = True
+        order = np.argsort(seen, axis=1, kind="stable")[:, :k]  # unseen first, ranking order
+        picked_seen = np.take_along_axis(seen, order, axis=1)
+        items = ranking[:width][order]
+        items[picked_seen] = PAD_ITEM
+        out[start:stop, : items.shape[1]] = items
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What training hands to the registry and the publisher.
+
+    Attributes:
+        model: ALS refitted on ALL interactions (for publishing).
+        params: the hyper-parameters used.
+        metrics: {"als": {...}, "popular": {...}, "k", "holdout_fraction", "n_users", "n_items",
+            "n_interactions", "timings": {"fit_train_s", "recommend_s", "fit_all_s"}}.
+    """
+
+    model: AlternatingLeastSquares
+    params: AlsParams
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train_and_evaluate(data: InteractionMatrix, params: AlsParams, *, k: int = 10,
+                       holdout_fraction: float = 0.25, num_threads: int = 0) -> TrainResult:
+    """Split -> fit on train -> recommend excluding train items -> metrics for ALS and the
+    popularity baseline -> refit on all interactions for publishing.
+
+    The split is seeded with `params.seed`.
+    """
+    matrix = data.matrix
+    train, test = split_per_user(matrix, holdout_fraction, seed=params.seed)
+    log.info("split %d interactions into %d train / %d test", matrix.nnz, train.nnz, test.nnz)
+
+    t0 = time.perf_counter()
+    model = fit_als(train, params, num_threads=num_threads)
+    t1 = time.perf_counter()
+    als_recs, _ = recommend_top_n(model, train, k)
+    t2 = time.perf_counter()
+    pop_recs = popularity_recommendations(train, k)
+
+    metrics: dict[str, Any] = {
+        "als": ranking_metrics(als_recs, test, k, n_items=data.n_items),
+        "popular": ranking_metrics(pop_recs, test, k, n_items=data.n_items),
+        "k": k,
+        "holdout_fraction": holdout_fraction,
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_interactions": data.n_interactions,
+    }
+    t3 = time.perf_counter()
+    final = fit_als(matrix, params, num_threads=num_threads)
+    t4 = time.perf_counter()
+    metrics["timings"] = {"fit_train_s": round(t1 - t0, 4), "recommend_s": round(t2 - t1, 4),
+                          "fit_all_s": round(t4 - t3, 4)}
+    log.info("ALS %s vs popular %s", metrics["als"], metrics["popular"])
+    return TrainResult(model=final, params=params, metrics=metrics)

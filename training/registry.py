@@ -1,0 +1,144 @@
+"""A file-system model registry: one directory per model version.
+
+Layout of `models_root/<version>/`:
+    model.npz      implicit's own `model.save()` (np.savez, no pickle)
+    ids.npz        user_ids and item_ids as unicode arrays (row/column order of the factors)
+    metadata.json  version, created_at (UTC), params, metrics, library versions, shapes, plus the
+                   caller's metadata (feature snapshot id, ...)
+
+A version directory is written under a temporary name and renamed into place, so a reader never sees
+a half-written version; an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from recsys.errors import ModelError
+from training.data import InteractionMatrix
+from training.evaluate import TrainResult
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.npz"
+IDS_FILE = "ids.npz"
+METADATA_FILE = "metadata.json"
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RESERVED = ("version", "created_at", "params", "metrics", "libraries", "n_users", "n_items",
+             "n_factors", "files")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("implicit", "numpy", "scipy", "threadpoolctl"):
+        try:
+            out[name] = package_version(name)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies
+            out[name] = "unknown"
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (datetime, Path)):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Path, version: str,
+               metadata: dict[str, Any]) -> Path:
+    """Write `result.model` with its id maps and metadata to `models_root/version/`.
+
+    Args:
+        result: the training result (its model must be fitted on `data`).
+        data: the matrix the model was fitted on (supplies user/item ids).
+        models_root: the registry root (created if missing).
+        version: the version id; letters, digits, '.', '_' and '-' only.
+        metadata: extra JSON-serialisable keys (e.g. feature_snapshot_id); must not collide with
+            the reserved keys.
+
+    Returns:
+        The version directory.
+
+    Raises:
+        ModelError: bad version id, the version exists, reserved metadata keys, or the model does
+            not match `data`.
+    """
+    if not _VERSION_RE.match(version):
+        raise ModelError(f"invalid model version id {version!r}")
+    clash = sorted(set(metadata) & set(_RESERVED))
+    if clash:
+        raise ModelError(f"metadata keys {clash} are reserved")
+    model = result.model
+    if model.user_factors.shape[0] != data.n_users or model.item_factors.shape[0] != data.n_items:
+        raise ModelError(f"model ({model.user_factors.shape[0]} users x "
+                         f"{model.item_factors.shape[0]} items) does not match the data "
+                         f"({data.n_users} x {data.n_items})")
+    models_root = Path(models_root)
+    target = models_root / version
+    if target.exists():
+        raise ModelError(f"model version {version!r} already exists in {models_root}")
+    models_root.mkdir(parents=True, exist_ok=True)
+
+    document = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "params": result.params.to_dict(),
+        "metrics": result.metrics,
+        "libraries": library_versions(),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_factors": int(model.item_factors.shape[1]),
+        "files": [MODEL_FILE, IDS_FILE, METADATA_FILE],
+        **metadata,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_root))
+    try:
+        model.save(str(tmp / MODEL_FILE))
+        np.savez(tmp / IDS_FILE, user_ids=np.asarray(data.user_ids, dtype=str),
+                 item_ids=np.asarray(data.item_ids, dtype=str))
+        (tmp / METADATA_FILE).write_text(
+            json.dumps(document, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved model version %s to %s", version, target)
+    return target
+
+
+def load_model(path: Path) -> tuple[AlternatingLeastSquares, np.ndarray, np.ndarray,
+                                    dict[str, Any]]:
+    """Load a version directory written by `save_model`.
+
+    Returns:
+        (model, user_ids, item_ids, metadata); ids are object arrays of str.
+    """
+    path = Path(path)
+    missing = [f for f in (MODEL_FILE, IDS_FILE, METADATA_FILE) if not (path / f).is_file()]
+    if missing:
+        raise ModelError(f"model directory {path} lacks {missing}")
+    with threadpool_limits(1, "blas"):  # implicit's constructor warns about threaded BLAS
+        model = AlternatingLeastSquares.load(str(path / MODEL_FILE))
+    with np.load(path / IDS_FILE, allow_pickle=False) as ids:
+        user_ids = ids["user_ids"].astype(object)
+        item_ids = ids["item_ids"].astype(object)
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    if model.user_factors.shape[0] != len(user_ids) or model.item_factors.shape[0] != len(item_ids):
+        raise ModelError(f"model in {path} does not match its ids.npz")
+    return model, user_ids, item_ids, metadata

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,13 @@ class PublishPayload:
         popular_items: (P,) int32 item indices, most popular first.
         popular_scores: (P,) float32 popularity scores.
         metadata: model parameters, metrics, feature snapshot id, ... (JSON-serialisable).
+        rec_explain_items: optional (n_users, N, E) int32 indices of the user's past items that
+            contributed most to each recommendation (-1 pads); None when not computed.
+        rec_explain_scores: optional (n_users, N, E) float32 contributions matching
+            rec_explain_items.
+        item_attributes: optional item attributes from the feature snapshot, name -> sequence of
+            length n_items (e.g. "genres" -> list of lists of str), denormalised into the
+            serving documents so the API can filter with one read.
     """
 
     version: str
@@ -47,6 +55,9 @@ class PublishPayload:
     popular_items: np.ndarray
     popular_scores: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    rec_explain_items: np.ndarray | None = None
+    rec_explain_scores: np.ndarray | None = None
+    item_attributes: dict[str, Sequence[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_users, n_items = len(self.user_ids), len(self.item_ids)
@@ -60,6 +71,14 @@ class PublishPayload:
             "item_factors": self.item_factors.shape[0] == n_items,
             "popular_scores": self.popular_scores.shape == self.popular_items.shape,
         }
+        if self.rec_explain_items is not None:
+            checks["rec_explain_items"] = (self.rec_explain_items.ndim == 3 and
+                                           self.rec_explain_items.shape[:2] == self.rec_items.shape)
+            checks["rec_explain_scores"] = (self.rec_explain_scores is not None and
+                                            self.rec_explain_scores.shape
+                                            == self.rec_explain_items.shape)
+        for name, values in self.item_attributes.items():
+            checks[f"item_attributes[{name}]"] = len(values) == n_items
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"PublishPayload shape mismatch in {bad} "

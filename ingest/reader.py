@@ -163,7 +163,20 @@ def _read_csv(path: Path, dataset: str, head: bytes) -> pd.DataFrame:
         raise InputFileError(path, f"cannot parse CSV: {_first_line(exc)}",
                              rule="csv_parseable") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    _check_delimiter(frame, path)
     return _ids_as_str(frame, dataset)
+
+
+def _check_delimiter(frame: pd.DataFrame, path: Path) -> None:
+    """A one-column CSV whose header holds ``;``, tab or ``|`` was written with that separator."""
+    if frame.shape[1] != 1:
+        return
+    header = str(frame.columns[0])
+    for separator, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if separator in header:
+            raise InputFileError(
+                path, f"wrong delimiter: the header {header!r} is separated by {name}; "
+                      "CSV files must use ','", rule="csv_delimiter")
 
 
 def _read_parquet(path: Path, dataset: str, head: bytes) -> pd.DataFrame:

@@ -1,14 +1,24 @@
 """Validate a batch against its data contract with Great Expectations 1.x.
 
 The contract lives in reviewable suite files, ``expectations/{users,items,interactions}.json``
-(GE's ExpectationSuite JSON: ``name``, ``expectations: [{type, kwargs, meta}]``). Each run builds
-an ephemeral GE context in code (cheap: no files, no analytics), registers one pandas dataframe
-asset per table and runs one ValidationDefinition per suite with an explicit result format, so
-every failure carries a sample of offending values.
+(GE's ExpectationSuite JSON: ``name``, ``expectations: [{type, kwargs, meta}]``). Bounds that
+operators tune (row counts, rating and age ranges, the duplicate bound, schema strictness) are
+``{"$PARAMETER": name}`` values filled from `recsys.settings.Settings` by `suite_parameters`.
 
-Checks that GE cannot express on the raw column (timestamp parseability, numeric rating/weight)
-run on helper columns added to a *copy* of the frame; their names start with ``_`` and the
-suite's ``meta.column`` names the input column they check.
+Each run builds an ephemeral GE context in code (no files, no analytics): one pandas dataframe
+asset, batch definition, validation definition and checkpoint per table, run with an explicit
+result format so every failure carries a sample of offending values and rows. With a
+``docs_dir`` the run also builds GE Data Docs there (a filesystem site configured in code).
+
+Per-dataset policy (`recsys.settings.DatasetContract`): ``fail`` rejects the batch on any failed
+expectation; ``drop`` removes rows failing row-level expectations (kept aside by the caller,
+see `split_invalid_rows`) unless they exceed ``max_invalid_fraction`` or a table-level
+expectation (row count, schema, duplicate bound) fails. Users and items are validated first, so
+interactions are checked against the users and items that survive.
+
+Checks that GE cannot express on the raw column (timestamp parseability, numeric rating/weight/
+age, references) run on helper columns added to a *copy* of the frame; their names start with
+``_`` and the suite's ``meta.column`` names the input column they check.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +43,16 @@ from ingest.reader import (
     parse_timestamps,
 )
 from recsys.errors import InputFileError
+from recsys.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 10
+HELPER_PREFIX = "_"
 _DATASOURCE = "ingest"
 _BATCH_DEFINITION = "whole_dataframe"
+_DOCS_SITE = "run_docs"
+_SCHEMA_EXPECTATION = "expect_table_columns_to_match_set"
 # Expectations whose offending values are nulls: the sample lists rows, not values.
 _NULL_EXPECTATIONS = {"expect_column_values_to_not_be_null"}
 
@@ -48,17 +62,32 @@ class ValidationReport:
     """Outcome of validating one batch.
 
     Attributes:
-        success: True when every expectation of every suite passed.
-        failures: one dict per failed expectation: ``dataset``, ``file``, ``expectation``
-            (GE type), ``rule`` (suite meta), ``column`` (input column), ``observed`` (text),
-            ``sample`` (at most 10 offending values or rows) and ``kwargs``.
+        success: True when the batch may be used (every expectation passed, or the rows that
+            failed were dropped within the dataset's ``max_invalid_fraction``).
+        failures: one dict per blocking failed expectation: ``dataset``, ``file``,
+            ``expectation`` (GE type), ``rule`` (suite meta), ``column`` (input column),
+            ``observed`` (text), ``sample`` (at most 10 offending values), ``rows`` (at most 10
+            offending rows, with ``_row`` the row number) and ``kwargs``.
         suites: one summary dict per suite: ``suite``, ``dataset``, ``file``, ``success``,
-            ``rows``, ``evaluated``, ``successful``, ``unsuccessful``, ``seconds``.
+            ``rows``, ``evaluated``, ``successful``, ``unsuccessful``, ``policy``, ``seconds``.
+        results: one dict per expectation run (passed or not): ``suite``, ``expectation``,
+            ``rule``, ``column``, ``success``, ``observed``.
+        dropped: per dataset whose invalid rows were dropped: ``rows``, ``fraction``,
+            ``max_invalid_fraction``, ``rules`` and, once written, ``file``.
+        data_docs: path of the Data Docs ``index.html`` built for this run, if any.
+        invalid_index: per dataset, the index labels of the rows to drop (not serialized).
+        invalid_by_rule: per dataset, per rule, the index labels failing it (not serialized).
     """
 
     success: bool
     failures: list[dict[str, Any]] = field(default_factory=list)
     suites: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_docs: str | None = None
+    invalid_index: dict[str, pd.Index] = field(default_factory=dict, repr=False, compare=False)
+    invalid_by_rule: dict[str, dict[str, pd.Index]] = field(default_factory=dict, repr=False,
+                                                            compare=False)
 
     @classmethod
     def from_input_error(cls, error: InputFileError, *, dataset: str | None = None
@@ -72,26 +101,60 @@ class ValidationReport:
             "column": error.column,
             "observed": error.problem,
             "sample": [],
+            "rows": [],
             "kwargs": {},
         }
-        return cls(success=False, failures=[failure], suites=[])
+        result = {"suite": failure["dataset"], "expectation": "readable_input_file",
+                  "rule": error.rule, "column": error.column, "success": False,
+                  "observed": error.problem}
+        return cls(success=False, failures=[failure], suites=[], results=[result])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (``json.dumps`` works on it as is)."""
         return _json_safe({"success": self.success, "failures": self.failures,
-                           "suites": self.suites})
+                           "suites": self.suites, "results": self.results,
+                           "dropped": self.dropped, "data_docs": self.data_docs})
 
     def to_markdown(self) -> str:
-        """A short human report: verdict, per-suite table, one section per failure."""
+        """The human report, also the flow's Prefect artifact.
+
+        Verdict, a link to the run's Data Docs, a per-suite summary, a table of every
+        expectation (suite, expectation, column, success, observed value), dropped rows, and
+        one section per blocking failure with sample rows.
+        """
         lines = [f"# Batch validation: {'PASSED' if self.success else 'FAILED'}", ""]
+        if self.data_docs:
+            lines += [f"Great Expectations Data Docs: [{self.data_docs}]"
+                      f"({Path(self.data_docs).resolve().as_uri()})", ""]
         if self.suites:
-            lines += ["| suite | file | rows | evaluated | failed | result |",
-                      "|---|---|---:|---:|---:|---|"]
+            lines += ["| suite | file | rows | policy | evaluated | failed | result |",
+                      "|---|---|---:|---|---:|---:|---|"]
             for s in self.suites:
                 lines.append(
-                    f"| {s['suite']} | `{s.get('file')}` | {s.get('rows')} | {s['evaluated']} "
-                    f"| {s['unsuccessful']} | {'ok' if s['success'] else 'FAILED'} |"
+                    f"| {s['suite']} | `{s.get('file')}` | {s.get('rows')} | "
+                    f"{s.get('policy', 'fail')} | {s['evaluated']} | {s['unsuccessful']} | "
+                    f"{'ok' if s['success'] else 'FAILED'} |"
                 )
+            lines.append("")
+        if self.results:
+            link = (f"[docs]({Path(self.data_docs).resolve().as_uri()})"
+                    if self.data_docs else "")
+            lines += ["| suite | expectation | column | rule | success | observed value | "
+                      "Data Docs |", "|---|---|---|---|---|---|---|"]
+            for r in self.results:
+                observed = _md_cell(r.get("observed"))
+                lines.append(
+                    f"| {r['suite']} | `{r['expectation']}` | {r.get('column') or ''} | "
+                    f"{r.get('rule') or ''} | {'✅' if r['success'] else '❌'} | {observed} | "
+                    f"{link} |")
+            lines.append("")
+        if self.dropped:
+            lines += ["## Dropped rows", ""]
+            for dataset, d in self.dropped.items():
+                where = f" (kept in `{d['file']}`)" if d.get("file") else ""
+                lines.append(f"- {dataset}: {d['rows']} rows ({100 * d['fraction']:.2f}%, max "
+                             f"{100 * d['max_invalid_fraction']:.2f}%) failing "
+                             f"{', '.join(d['rules'])}{where}")
             lines.append("")
         if self.failures:
             lines += [f"## Failures ({len(self.failures)})", ""]
@@ -106,8 +169,34 @@ class ValidationReport:
                 if f.get("sample"):
                     sample = json.dumps(_json_safe(f["sample"]), ensure_ascii=False)
                     lines.append(f"- sample: `{sample}`")
+                if f.get("rows"):
+                    rows = json.dumps(_json_safe(f["rows"][:3]), ensure_ascii=False)
+                    lines.append(f"- rows: `{rows}`")
                 lines.append("")
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _md_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def suite_parameters(settings: Settings) -> dict[str, Any]:
+    """The ``$PARAMETER`` values the suites in ``expectations/`` refer to, from `settings`."""
+    params: dict[str, Any] = {
+        "rating_min": settings.rating_min,
+        "rating_max": settings.rating_max,
+        "age_min": settings.age_min,
+        "age_max": settings.age_max,
+        "interactions_unique_mostly": 1.0 - settings.max_duplicate_interaction_fraction,
+    }
+    for dataset in DATASETS:
+        contract = settings.contract(dataset)
+        params[f"{dataset}_min_rows"] = contract.min_rows
+        params[f"{dataset}_max_rows"] = contract.max_rows
+        params[f"{dataset}_exact_columns"] = contract.extra_columns == "reject"
+    return params
 
 
 def validate_batch(
@@ -116,68 +205,164 @@ def validate_batch(
     expectations_dir: Path,
     known_user_ids: Iterable[str] | None = None,
     known_item_ids: Iterable[str] | None = None,
+    settings: Settings | None = None,
+    docs_dir: Path | None = None,
+    now: pd.Timestamp | None = None,
 ) -> ValidationReport:
     """Run the three suites of `expectations_dir` on `batch` (raw frames from `read_batch`).
 
-    Interactions may reference users/items of this batch or the ids in `known_user_ids` /
-    `known_item_ids` (ids of earlier batches).
+    Interactions may reference users/items of this batch (those not dropped) or the ids in
+    `known_user_ids` / `known_item_ids` (ids of earlier batches).
+
+    Args:
+        batch: the raw batch.
+        expectations_dir: folder of ``users.json``, ``items.json``, ``interactions.json``.
+        known_user_ids: user ids already ingested by earlier batches.
+        known_item_ids: item ids already ingested by earlier batches.
+        settings: contract policies and bounds (`Settings()` when None).
+        docs_dir: when given, GE Data Docs for this run are built there.
+        now: the clock for the future-timestamp rule (default: the current UTC time).
 
     Returns:
         The report; this function never raises on bad data (the caller decides, typically
-        quarantine + `recsys.errors.ValidationFailed`).
+        quarantine + `recsys.errors.ValidationFailed`, or `split_invalid_rows` under ``drop``).
 
     Raises:
         FileNotFoundError: a suite file is missing from `expectations_dir`.
     """
     gx = _import_gx()
     started = time.perf_counter()
+    settings = settings if settings is not None else Settings()
     expectations_dir = Path(expectations_dir)
     context = gx.get_context(mode="ephemeral")
     _disable_progress_bars(context)
+    if docs_dir is not None:
+        _add_docs_site(context, Path(docs_dir))
     datasource = context.data_sources.add_or_update_pandas(_DATASOURCE)
+    parameters = suite_parameters(settings)
+    clock = now if now is not None else pd.Timestamp.now(tz="UTC")
+    latest = clock + pd.Timedelta(seconds=settings.future_timestamp_tolerance_s)
 
-    known = {
-        "user_id": _id_set(batch.users, "user_id", known_user_ids),
-        "item_id": _id_set(batch.items, "item_id", known_item_ids),
-    }
-    result_format = {
-        "result_format": "SUMMARY",
-        "partial_unexpected_count": SAMPLE_SIZE,
-        "include_unexpected_rows": False,
-    }
-
-    failures: list[dict[str, Any]] = []
-    suites: list[dict[str, Any]] = []
+    known_extra = {"user_id": known_user_ids, "item_id": known_item_ids}
+    report = ValidationReport(success=True)
     for dataset in DATASETS:
         t0 = time.perf_counter()
+        contract = settings.contract(dataset)
+        drop = contract.policy == "drop"
         suite = _load_suite(gx, context, expectations_dir / f"{dataset}.json")
-        frame = _prepare_frame(dataset, batch.frame(dataset), known)
-        definition = _get_or_create_validation(gx, context, datasource, dataset, suite)
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format=result_format,
-        )
+        raw = batch.frame(dataset)
+        known = {}
+        if dataset == "interactions":
+            known = {
+                "user_id": _id_set(_kept(batch.users, report, "users"), "user_id",
+                                   known_extra["user_id"]),
+                "item_id": _id_set(_kept(batch.items, report, "items"), "item_id",
+                                   known_extra["item_id"]),
+            }
+        frame = _prepare_frame(dataset, raw, known, suite=suite, latest=latest)
+        result_format: dict[str, Any] = {
+            # COMPLETE lists every offending row index, which `drop` needs.
+            "result_format": "COMPLETE" if drop else "SUMMARY",
+            "partial_unexpected_count": SAMPLE_SIZE,
+            "include_unexpected_rows": False,
+        }
+        checkpoint = _get_or_create_checkpoint(gx, context, datasource, dataset, suite,
+                                               result_format)
+        result = _run_checkpoint(checkpoint, frame, parameters)
         file = str(batch.sources.get(dataset, batch.input_dir / dataset))
-        suite_failures = _collect_failures(result, suite, dataset, file, frame)
-        failures.extend(suite_failures)
+        entries = _collect_results(result, suite, dataset, file, frame, list(raw.columns))
+        report.results.extend(
+            {k: e[k] for k in ("suite", "expectation", "rule", "column", "success", "observed")}
+            for e in entries)
+        failing = [e for e in entries if not e["success"]]
+        blocking = failing
+        if drop and failing and all(e["row_level"] for e in failing):
+            by_rule = {e["rule"] or e["expectation"]: pd.Index(e["index"]) for e in failing}
+            invalid = pd.Index([])
+            for index in by_rule.values():
+                invalid = invalid.union(index)
+            fraction = len(invalid) / len(frame) if len(frame) else 1.0
+            if fraction <= contract.max_invalid_fraction:
+                report.invalid_index[dataset] = invalid
+                report.invalid_by_rule[dataset] = by_rule
+                report.dropped[dataset] = {
+                    "rows": int(len(invalid)), "fraction": fraction,
+                    "max_invalid_fraction": contract.max_invalid_fraction,
+                    "rules": [e["rule"] or e["expectation"] for e in failing],
+                    "file": None,
+                }
+                blocking = []
+            else:
+                blocking = [*failing, _fraction_failure(dataset, file, len(invalid), len(frame),
+                                                        contract.max_invalid_fraction)]
+        report.failures.extend(_public_failure(e) for e in blocking)
         stats = result.statistics
-        suites.append({
+        report.suites.append({
             "suite": suite.name,
             "dataset": dataset,
             "file": file,
-            "success": bool(result.success),
+            "success": not blocking,
             "rows": len(frame),
+            "policy": contract.policy,
             "evaluated": int(stats["evaluated_expectations"]),
             "successful": int(stats["successful_expectations"]),
             "unsuccessful": int(stats["unsuccessful_expectations"]),
             "seconds": round(time.perf_counter() - t0, 3),
         })
-    report = ValidationReport(success=not failures and all(s["success"] for s in suites),
-                              failures=failures, suites=suites)
-    logger.info("validated batch %s in %.2fs: %s (%d failures)", batch.input_dir,
+    report.success = not report.failures
+    if docs_dir is not None:
+        report.data_docs = _build_docs(context, Path(docs_dir))
+    logger.info("validated batch %s in %.2fs: %s (%d failures, dropped %s)", batch.input_dir,
                 time.perf_counter() - started, "passed" if report.success else "FAILED",
-                len(failures))
+                len(report.failures),
+                {k: v["rows"] for k, v in report.dropped.items()} or "none")
     return report
+
+
+def split_invalid_rows(batch: Batch, report: ValidationReport
+                       ) -> tuple[Batch, dict[str, pd.DataFrame]]:
+    """Remove the rows `report` marked for dropping; return the clean batch and those rows.
+
+    Each dropped frame keeps the raw input columns plus ``_failed_rules``: the rules that row
+    broke, ``;``-separated.
+    """
+    dropped: dict[str, pd.DataFrame] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for dataset, index in report.invalid_index.items():
+        frame = batch.frame(dataset)
+        mask = frame.index.isin(index)
+        aside = frame.loc[mask].copy()
+        rules = pd.Series("", index=aside.index, dtype="object")
+        for rule, failed in report.invalid_by_rule.get(dataset, {}).items():
+            hit = aside.index.isin(failed)
+            rules[hit] = rules[hit] + ";" + rule
+        aside["_failed_rules"] = rules.str.lstrip(";")
+        dropped[dataset] = aside
+        frames[dataset] = frame.loc[~mask]
+    return replace(batch, **frames), dropped
+
+
+def _kept(frame: pd.DataFrame, report: ValidationReport, dataset: str) -> pd.DataFrame:
+    index = report.invalid_index.get(dataset)
+    return frame if index is None else frame.loc[~frame.index.isin(index)]
+
+
+def _fraction_failure(dataset: str, file: str, invalid: int, total: int,
+                      limit: float) -> dict[str, Any]:
+    pct = 100.0 * invalid / total if total else 100.0
+    return {
+        "dataset": dataset, "file": file, "expectation": "max_invalid_fraction",
+        "rule": "invalid_fraction_within_bound", "column": None,
+        "observed": f"{invalid} of {total} rows invalid ({pct:.2f}%) > max {100 * limit:.2f}%",
+        "sample": [], "rows": [], "kwargs": {"max_invalid_fraction": limit},
+        "row_level": False, "index": [], "success": False,
+    }
+
+
+def _public_failure(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = ("dataset", "file", "expectation", "rule", "column", "observed", "sample", "rows",
+            "kwargs")
+    return {k: entry.get(k) for k in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +385,26 @@ def _disable_progress_bars(context: Any) -> None:
                                                          metric_calculations=False)
 
 
+def _add_docs_site(context: Any, docs_dir: Path) -> None:
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    context.add_data_docs_site(_DOCS_SITE, {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                          "base_directory": str(docs_dir.resolve())},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+
+
+def _build_docs(context: Any, docs_dir: Path) -> str | None:
+    try:
+        context.build_data_docs(site_names=[_DOCS_SITE])
+    except Exception as error:  # noqa: BLE001 - docs are a view; never fail a run on them
+        logger.warning("could not build Data Docs in %s: %s", docs_dir, error)
+        return None
+    index = docs_dir / "index.html"
+    return str(index) if index.is_file() else None
+
+
 def _load_suite(gx: Any, context: Any, path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"expectation suite not found: {path}")
@@ -209,11 +414,11 @@ def _load_suite(gx: Any, context: Any, path: Path) -> Any:
         expectations=spec.get("expectations", []),
         meta=spec.get("meta"),
     )
-    return context.suites.add_or_update(suite)
+    return context.suites.add(suite)  # a fresh ephemeral context: plain adds are enough
 
 
-def _get_or_create_validation(gx: Any, context: Any, datasource: Any, dataset: str,
-                              suite: Any) -> Any:
+def _get_or_create_checkpoint(gx: Any, context: Any, datasource: Any, dataset: str,
+                              suite: Any, result_format: dict[str, Any]) -> Any:
     try:
         asset = datasource.get_asset(dataset)
     except LookupError:
@@ -222,9 +427,19 @@ def _get_or_create_validation(gx: Any, context: Any, datasource: Any, dataset: s
         batch_definition = asset.get_batch_definition(_BATCH_DEFINITION)
     except (KeyError, LookupError):
         batch_definition = asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
-    name = f"ingest_{dataset}"
-    definition = gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
-    return context.validation_definitions.add_or_update(definition)
+    # Plain adds: the context is new for every run (add_or_update costs ~1 s of diffing).
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"ingest_{dataset}", data=batch_definition, suite=suite))
+    return context.checkpoints.add(
+        gx.Checkpoint(name=f"ingest_{dataset}", validation_definitions=[definition],
+                      result_format=result_format))
+
+
+def _run_checkpoint(checkpoint: Any, frame: pd.DataFrame, parameters: dict[str, Any]) -> Any:
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame},
+                             expectation_parameters=parameters)
+    (result,) = outcome.run_results.values()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,34 +450,52 @@ def _get_or_create_validation(gx: Any, context: Any, datasource: Any, dataset: s
 def _id_set(frame: pd.DataFrame, column: str, known: Iterable[str] | None) -> set[str]:
     ids: set[str] = set()
     if column in frame.columns:
-        ids.update(str(v) for v in frame[column].dropna().unique())
+        ids.update(frame[column].dropna().astype("str").unique().tolist())
     if known is not None:
         ids.update(str(v) for v in known)
     return ids
 
 
-def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]]
-                   ) -> pd.DataFrame:
+def _optional_columns(suite: Any) -> list[str]:
+    """Input columns the schema expectation lists that no ``expect_column_to_exist`` requires."""
+    required = {str(e.column) for e in suite.expectations
+                if e.expectation_type == "expect_column_to_exist"}
+    for expectation in suite.expectations:
+        if expectation.expectation_type == _SCHEMA_EXPECTATION:
+            return [str(c) for c in expectation.column_set or []
+                    if not str(c).startswith(HELPER_PREFIX) and str(c) not in required]
+    return []
+
+
+def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]], *,
+                   suite: Any = None, latest: pd.Timestamp | None = None) -> pd.DataFrame:
     """Shallow copy of `frame` plus the helper columns the suite of `dataset` refers to.
 
-    Interactions get, for each check GE cannot run on the raw column, a helper that holds the
-    raw offending value (null elsewhere) so the suite expects it null and the report samples
-    show the culprits: ``_user_id_unknown``, ``_item_id_unknown``, ``_timestamp_unparseable``,
-    ``_timestamp_out_of_range``, ``_rating_unparseable``, ``_weight_unparseable``; and numeric
-    ``_rating_value`` / ``_weight_value`` for range checks.
+    Optional contract columns missing from the file are added as nulls (so the schema
+    expectation reports only real drift: unexpected columns, or missing required ones).
+    Helpers hold the raw offending value (null elsewhere), so the suite
+    expects them null and report samples show the culprits: users ``_age_unparseable``;
+    interactions ``_user_id_unknown``, ``_item_id_unknown``, ``_timestamp_unparseable``,
+    ``_timestamp_out_of_range``, ``_timestamp_in_future`` (after `latest`),
+    ``_rating_unparseable``, ``_weight_unparseable``; numeric ``_age_value``, ``_rating_value``
+    and ``_weight_value`` feed range checks.
     """
     frame = frame.copy(deep=False)
+    empty = pd.Series(None, index=frame.index, dtype="object")
+    if suite is not None:
+        for column in _optional_columns(suite):
+            if column not in frame.columns:
+                frame[column] = empty
+    if dataset == "users":
+        _numeric_helpers(frame, "age", empty)
+        return frame
     if dataset != "interactions":
         return frame
-    n = len(frame)
-    empty = pd.Series([None] * n, index=frame.index, dtype="object")
     for column, ids in known.items():
-        if column in frame.columns:
-            raw = frame[column]
-            unknown = raw.notna() & ~raw.astype("object").isin(ids)
-            frame[f"_{column}_unknown"] = raw.astype("object").where(unknown, None)
-        else:
-            frame[f"_{column}_unknown"] = empty
+        raw = frame[column] if column in frame.columns else empty
+        as_text = raw.astype("object").where(raw.isna(), raw.astype("str"))
+        unknown = raw.notna() & ~as_text.isin(ids)
+        frame[f"_{column}_unknown"] = raw.astype("object").where(unknown, None)
     if "timestamp" in frame.columns:
         raw = frame["timestamp"]
         parsed = parse_timestamps(raw)
@@ -270,76 +503,104 @@ def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]]
         frame["_timestamp_unparseable"] = raw.astype("object").where(bad, None)
         out = parsed.notna() & ((parsed < TIMESTAMP_MIN) | (parsed >= TIMESTAMP_MAX))
         frame["_timestamp_out_of_range"] = raw.astype("object").where(out, None)
+        future = parsed.notna() & ~out & (parsed > latest) if latest is not None else out & False
+        frame["_timestamp_in_future"] = raw.astype("object").where(future, None)
     else:
-        frame["_timestamp_unparseable"] = empty
-        frame["_timestamp_out_of_range"] = empty
+        for helper in ("_timestamp_unparseable", "_timestamp_out_of_range",
+                       "_timestamp_in_future"):
+            frame[helper] = empty
     for column in ("rating", "weight"):
-        if column in frame.columns:
-            raw = frame[column]
-            value = pd.to_numeric(raw, errors="coerce").astype("float64")
-            if pd.api.types.is_bool_dtype(raw.dtype):
-                value[:] = float("nan")
-            frame[f"_{column}_value"] = value
-            frame[f"_{column}_unparseable"] = raw.astype("object").where(
-                value.isna() & raw.notna(), None)
-        else:
-            frame[f"_{column}_value"] = pd.Series(float("nan"), index=frame.index)
-            frame[f"_{column}_unparseable"] = empty
+        _numeric_helpers(frame, column, empty)
     return frame
 
 
-def _collect_failures(result: Any, suite: Any, dataset: str, file: str,
-                      frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _numeric_helpers(frame: pd.DataFrame, column: str, empty: pd.Series) -> None:
+    if column in frame.columns:
+        raw = frame[column]
+        if pd.api.types.is_bool_dtype(raw.dtype):
+            value = pd.Series(float("nan"), index=frame.index)
+        else:
+            value = pd.to_numeric(raw, errors="coerce").astype("float64")
+        frame[f"_{column}_value"] = value
+        frame[f"_{column}_unparseable"] = raw.astype("object").where(
+            value.isna() & raw.notna(), None)
+    else:
+        frame[f"_{column}_value"] = pd.Series(float("nan"), index=frame.index)
+        frame[f"_{column}_unparseable"] = empty
+
+
+def _collect_results(result: Any, suite: Any, dataset: str, file: str, frame: pd.DataFrame,
+                     input_columns: list[str]) -> list[dict[str, Any]]:
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     meta_by_id = {e.id: (e.meta or {}) for e in suite.expectations}
     rows = sorted(result.results,
                   key=lambda r: order.get(getattr(r.expectation_config, "id", None), 1 << 30))
-    failures = []
+    entries = []
     for r in rows:
-        if r.success:
-            continue
         config = r.expectation_config
         meta = meta_by_id.get(getattr(config, "id", None)) or (config.meta or {})
         kwargs = {k: v for k, v in (config.kwargs or {}).items() if k != "batch_id"}
         column = meta.get("column") or kwargs.get("column")
-        observed, sample = _describe(config.type, r, frame)
-        failures.append({
+        res = r.result or {}
+        errored = bool(_exception_messages(r.exception_info or {}))
+        observed, sample, indexes = _describe(config.type, r, frame, input_columns)
+        entries.append({
+            "suite": suite.name,
             "dataset": dataset,
             "file": file,
             "expectation": config.type,
             "rule": meta.get("rule"),
             "column": column,
+            "success": bool(r.success),
             "observed": observed,
             "sample": sample,
+            "rows": [_row(frame, i, input_columns) for i in indexes[:SAMPLE_SIZE]],
             "kwargs": _short_kwargs(kwargs),
+            # Row-level: GE named every offending row and no tolerated share ("mostly") applies.
+            "row_level": (not errored and "unexpected_index_list" in res
+                          and kwargs.get("mostly") in (None, 1, 1.0)),
+            "index": list(res.get("unexpected_index_list") or []),
         })
-    return failures
+    return entries
 
 
-def _describe(kind: str, r: Any, frame: pd.DataFrame) -> tuple[str, list[Any]]:
+def _describe(kind: str, r: Any, frame: pd.DataFrame, input_columns: list[str]
+              ) -> tuple[str, list[Any], list[Any]]:
     info = r.exception_info or {}
     errors = _exception_messages(info)
     if errors:
-        return f"could not evaluate: {errors[0]}", []
+        return f"could not evaluate: {errors[0]}", [], []
     res = r.result or {}
     if kind == "expect_column_to_exist":
-        return f"column missing (columns: {', '.join(map(str, frame.columns))})", []
+        if r.success:
+            return "present", [], []
+        return f"column missing (columns: {', '.join(map(str, input_columns))})", [], []
+    if kind == _SCHEMA_EXPECTATION:
+        mismatched = (res.get("details") or {}).get("mismatched") or {}
+        parts = [f"{key} columns: {', '.join(mismatched[key])}"
+                 for key in ("unexpected", "missing") if mismatched.get(key)]
+        if parts:
+            return "; ".join(parts), [], []
+        return f"columns: {', '.join(map(str, input_columns))}", [], []
     if "unexpected_count" in res:
         count, total = res.get("unexpected_count") or 0, res.get("element_count") or 0
         pct = 100.0 * count / total if total else 0.0
         observed = f"{count} of {total} rows unexpected ({pct:.2f}%)"
-        indexes = list(res.get("partial_unexpected_index_list") or [])[:SAMPLE_SIZE]
+        indexes = list(res.get("partial_unexpected_index_list")
+                       or res.get("unexpected_index_list") or [])[:SAMPLE_SIZE]
         if kind in _NULL_EXPECTATIONS and indexes:
-            sample = [_row(frame, i) for i in indexes]
+            sample = [_row(frame, i, input_columns) for i in indexes]
         else:
             values = list(res.get("partial_unexpected_list") or [])
-            if kind == "expect_column_values_to_be_unique":
-                values = list(dict.fromkeys(values))
+            if kind in ("expect_column_values_to_be_unique",
+                        "expect_compound_columns_to_be_unique"):
+                values = list({json.dumps(_json_safe(v), sort_keys=True): v
+                               for v in values}.values())
             sample = values[:SAMPLE_SIZE]
-        return observed, _json_safe(sample)
+        return observed, _json_safe(sample), indexes
     if "observed_value" in res:
-        return f"observed value {res['observed_value']!r}", []
-    return "failed", []
+        return f"observed value {res['observed_value']!r}", [], []
+    return "passed" if r.success else "failed", [], []
 
 
 def _exception_messages(info: dict[str, Any]) -> list[str]:
@@ -352,13 +613,17 @@ def _exception_messages(info: dict[str, Any]) -> list[str]:
     return messages
 
 
-def _row(frame: pd.DataFrame, index: Any) -> dict[str, Any]:
+def _row(frame: pd.DataFrame, index: Any, columns: list[str] | None = None) -> dict[str, Any]:
+    """One input row as a JSON-safe dict; ``_row`` is its index label (row number)."""
     try:
         row = frame.loc[index]
     except KeyError:
-        return {"_row": index}
-    data = {"_row": index}
-    data.update({str(k): v for k, v in row.items() if not str(k).startswith("_")})
+        return {"_row": _json_safe(index)}
+    keep = set(columns) if columns is not None else None
+    data: dict[str, Any] = {"_row": _json_safe(index)}
+    data.update({str(k): _json_safe(v) for k, v in row.items()
+                 if (keep is None and not str(k).startswith(HELPER_PREFIX))
+                 or (keep is not None and k in keep)})
     return data
 
 

@@ -23,6 +23,14 @@ mongo_app = typer.Typer(help="Run the embedded MongoDB-wire server (secantusd-py
                         no_args_is_help=True)
 app.add_typer(mongo_app, name="mongo")
 
+from training.cli import models_app  # noqa: E402 - `recsys models ...` lives with the registry
+
+app.add_typer(models_app, name="models")
+
+from features.cli import features_app  # noqa: E402 - `recsys features ...` lives with the store
+
+app.add_typer(features_app, name="features")
+
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -156,8 +164,12 @@ def pipeline(
     if not state.is_completed():
         raise _fail(f"pipeline failed after {elapsed:.1f}s: {state.message}")
     result: PipelineResult = state.result()
-    typer.echo(f"run {result.run_id}: published and activated model version {result.version} "
-               f"in {elapsed:.1f}s")
+    if result.published:
+        typer.echo(f"run {result.run_id}: published and activated model version "
+                   f"{result.version} in {elapsed:.1f}s")
+    else:
+        typer.echo(f"run {result.run_id}: champion kept; model version {result.version} "
+                   f"registered, not published ({result.gate.get('reason')}) in {elapsed:.1f}s")
     typer.echo(_metrics_table(result.metrics))
 
 

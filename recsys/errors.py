@@ -87,3 +87,10 @@ class ServiceUnavailable(RecsysError):
 
 class MongoServerError(RecsysError):
     """The embedded MongoDB server could not be started, stopped or reached."""
+
+
+class FeatureStoreError(RecsysError):
+    """A feature build, snapshot lookup, materialization or retention step failed.
+
+    The message names the view, snapshot or file concerned.
+    """

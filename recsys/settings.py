@@ -7,9 +7,38 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatasetContract(BaseModel):
+    """How validation treats one dataset (``users``, ``items`` or ``interactions``).
+
+    Attributes:
+        policy: ``fail`` rejects the whole batch on any failed expectation; ``drop`` removes the
+            rows that fail a row-level expectation (kept aside under ``validation/<run id>/``)
+            and rejects the batch only above `max_invalid_fraction` or on a table-level failure.
+        max_invalid_fraction: with ``drop``, the largest share of rows that may be dropped.
+        min_rows / max_rows: row-count bounds (``max_rows`` None: unbounded).
+        extra_columns: ``reject`` reports columns outside the contract as schema drift;
+            ``allow`` accepts them (attributes of users and items, by default).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["fail", "drop"] = "fail"
+    max_invalid_fraction: float = Field(0.0, ge=0, le=1)
+    min_rows: int = Field(1, ge=0)
+    max_rows: int | None = Field(None, ge=1)
+    extra_columns: Literal["reject", "allow"] = "reject"
+
+
+def _default_contracts() -> dict[str, DatasetContract]:
+    return {"users": DatasetContract(extra_columns="allow"),
+            "items": DatasetContract(extra_columns="allow"),
+            "interactions": DatasetContract()}
 
 
 class Settings(BaseSettings):
@@ -41,22 +70,75 @@ class Settings(BaseSettings):
     keep_versions: int = Field(3, ge=1, description="published versions kept in MongoDB")
     publish_batch_size: int = Field(5000, ge=1)
 
+    # Feature store (features/)
+    feature_half_life_days: float = Field(
+        0.0, ge=0, description="recency decay of interaction weights in days; 0 = off")
+    feature_keep_snapshots: int = Field(
+        10, ge=1, description="feature snapshots kept (plus any a published model references)")
+    feature_online_keep: int = Field(
+        2, ge=1, description="materialized online feature snapshots kept in MongoDB")
+
     # Model
-    # Defaults chosen on a validation split of MovieLens 100K (ratings as confidence).
+    # Defaults chosen by training/search.py on MovieLens 100K (ratings as confidence).
     factors: int = Field(32, ge=1)
-    regularization: float = Field(20.0, ge=0)
-    alpha: float = Field(0.5, gt=0)
+    regularization: float = Field(50.0, ge=0)
+    alpha: float = Field(2.0, gt=0)
     iterations: int = Field(15, ge=1)
     seed: int = 42
+    weighting: Literal["raw", "log1p", "bm25", "binary"] = Field(
+        "raw", description="confidence weighting of interaction weights before alpha")
+    search: bool = Field(False, description="choose ALS hyperparameters by search on each run")
+    search_space_file: Path | None = Field(None, description="JSON search space; None = default")
+    search_objective: Literal["precision", "recall", "ndcg", "map"] = "ndcg"
+    search_max_trials: int | None = Field(None, ge=1)
+    explain_n: int = Field(3, ge=0, le=20, description="past items explaining each rec; 0 = off")
 
     # Evaluation
     eval_k: int = Field(10, ge=1)
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    # Champion/challenger: publish only if challenger > champion + margin on this metric at eval_k
+    gate_metric: Literal["precision", "recall", "ndcg", "map"] = "ndcg"
+    gate_margin: float = Field(0.0, ge=0, description="absolute margin the challenger must beat")
 
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     active_poll_seconds: float = Field(0.5, gt=0)
+
+    # Operations
+    pushgateway_url: str | None = Field(
+        None, description="Prometheus Pushgateway for pipeline run outcomes (RECSYS_PUSHGATEWAY_URL)"
+    )
+    api_keys: str = Field("", description="comma-separated X-API-Key values; empty = no auth")
+    admin_api_keys: str = Field("", description="comma-separated admin keys; empty = no admin")
+    api_rate_limit_per_second: float = Field(1000.0, ge=0, description="per key/IP; 0 = off")
+    api_rate_limit_burst: int = Field(2000, ge=1)
+    api_max_body_bytes: int = Field(262_144, ge=1024)
+    api_batch_max_users: int = Field(1000, ge=1, le=10_000)
+    api_cache_entries: int = Field(10_000, ge=0, description="cached documents; 0 = no cache")
+    api_read_timeout_ms: int = Field(1500, ge=50, description="MongoDB read deadline per request")
+    api_retry_after_seconds: int = Field(2, ge=1)
+    api_log_json: bool = True
+
+    # Data contracts (ingest/validate.py; bounds feed the suites' $PARAMETERs)
+    # RECSYS_CONTRACTS is JSON, e.g. '{"interactions": {"policy": "drop",
+    # "max_invalid_fraction": 0.01}}'; datasets left out keep their defaults.
+    contracts: dict[Literal["users", "items", "interactions"], DatasetContract] = Field(
+        default_factory=_default_contracts)
+    rating_min: float = 0.0
+    rating_max: float = 10.0
+    age_min: int = 0
+    age_max: int = 120
+    max_duplicate_interaction_fraction: float = Field(
+        0.01, ge=0, le=1, description="share of rows repeating a (user, item, timestamp)")
+    future_timestamp_tolerance_s: float = Field(
+        300.0, ge=0, description="interactions may be this far ahead of the clock (clock skew)")
+    validation_data_docs: bool = Field(
+        True, description="build GE Data Docs under validation/<run id>/data-docs each run")
+
+    def contract(self, dataset: str) -> DatasetContract:
+        """The contract settings of `dataset`, defaults filled in."""
+        return self.contracts.get(dataset) or _default_contracts()[dataset]  # type: ignore[index]
 
     @property
     def raw_dir(self) -> Path:
@@ -67,12 +149,22 @@ class Settings(BaseSettings):
         return self.data_dir / "features"
 
     @property
+    def store_dir(self) -> Path:
+        """The incremental raw store (`features.raw_store`): every ingested batch, by date."""
+        return self.data_dir / "store"
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
     @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def validation_dir(self) -> Path:
+        """Per-run validation output: reports, Data Docs, dropped rows."""
+        return self.data_dir / "validation"
 
     @property
     def mongo_dir(self) -> Path:

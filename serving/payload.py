@@ -6,9 +6,9 @@ batch them into MongoDB documents.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np

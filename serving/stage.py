@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from recsys.errors import PublishError, RecsysError
 from recsys.settings import Settings
 from serving.payload import PublishPayload
 from serving.store import open_store
 from training.registry import load_model
+
+logger = logging.getLogger(__name__)
+
+#: item_features columns denormalised into every listed item of the serving documents
+SERVED_ITEM_ATTRIBUTES = ("genres",)
 
 
 def _dense(factors: Any) -> np.ndarray:
@@ -37,7 +46,57 @@ def load_payload(model_dir: Path, scores_file: Path) -> PublishPayload:
             popular_items=scores["popular_items"],
             popular_scores=scores["popular_scores"],
             metadata=metadata,
+            # optional: written by training's score stage when settings.explain_n > 0
+            rec_explain_items=scores.get("rec_explain_items"),
+            rec_explain_scores=scores.get("rec_explain_scores"),
         )
+
+
+def item_attributes(
+    features_dir: Path, snapshot_id: str, item_ids: np.ndarray,
+    columns: tuple[str, ...] = SERVED_ITEM_ATTRIBUTES,
+) -> dict[str, list[Any]]:
+    """The `columns` of the snapshot's `item_features` view, aligned to `item_ids`.
+
+    Columns the view lacks are skipped; items missing from the view get None.
+
+    Raises:
+        PublishError: the manifest or the view file cannot be read.
+    """
+    from features.snapshot import load_manifest
+
+    try:
+        manifest = load_manifest(features_dir, snapshot_id)
+        path = manifest.view_path("item_features")
+        schema = pq.read_schema(path)
+        wanted = [c for c in columns if c in schema.names]
+        if not wanted:
+            return {}
+        table = pq.read_table(path, columns=["item_id", *wanted])
+    except (OSError, KeyError, ValueError, RecsysError) as exc:
+        raise PublishError(
+            f"feature snapshot {snapshot_id!r} in {features_dir}: cannot read item_features "
+            f"({exc})"
+        ) from exc
+    frame = table.to_pandas()
+    frame["item_id"] = frame["item_id"].astype(str)
+    frame = frame.drop_duplicates("item_id").set_index("item_id")
+    aligned = frame.reindex([str(x) for x in np.asarray(item_ids).tolist()])
+    out: dict[str, list[Any]] = {}
+    for col in wanted:
+        values = aligned[col].astype(object).where(aligned[col].notna(), None).tolist()
+        out[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+    return out
+
+
+def with_item_attributes(payload: PublishPayload, settings: Settings) -> PublishPayload:
+    """`payload` plus the item attributes of its feature snapshot (unchanged without one)."""
+    snapshot_id = payload.metadata.get("feature_snapshot")
+    if not snapshot_id or payload.item_attributes:
+        return payload
+    attrs = item_attributes(settings.features_dir, str(snapshot_id), payload.item_ids)
+    logger.info("denormalising item attributes %s from snapshot %s", sorted(attrs), snapshot_id)
+    return dataclasses.replace(payload, item_attributes=attrs)
 
 
 def publish_run(model_dir: Path, scores_file: Path, *, settings: Settings) -> dict[str, Any]:
@@ -46,7 +105,7 @@ def publish_run(model_dir: Path, scores_file: Path, *, settings: Settings) -> di
     Any failure before `activate` leaves the previous version serving; the partial version is
     cleaned up at the start of the next publish.
     """
-    payload = load_payload(model_dir, scores_file)
+    payload = with_item_attributes(load_payload(model_dir, scores_file), settings)
     with open_store(settings) as store:
         store.cleanup_incomplete()
         summary = store.publish(payload, batch_size=settings.publish_batch_size)

@@ -9,6 +9,13 @@ with at least one test item are evaluated):
   min(|relevant|, k) positions
 - map = sum over hits in top k of precision@rank, divided by |relevant| (not min(k, |relevant|))
 
+Checked against recommenders-team/recommenders `recommenders/evaluation/python_evaluation.py`
+(`merge_ranking_true_pred`, `precision_at_k`, `recall_at_k`, `ndcg_at_k` with score_type="binary",
+`map`): their mean runs over the users present in both truth and predictions; every user we
+evaluate has a prediction row, so that is the users with >= 1 test item. Their nDCG uses a natural
+log discount by default, which cancels in DCG / IDCG. `map_at_k` (divide by min(k, |relevant|))
+is a different metric; the issue and their benchmark table use `map`.
+
 implicit's own `precision_at_k` divides by min(K, relevant) and is NOT precision (PITFALLS).
 """
 
@@ -197,8 +204,28 @@ def train_and_evaluate(data: InteractionMatrix, params: AlsParams, *, k: int = 1
 
     The split is seeded with `params.seed`.
     """
+    train, test = split_per_user(data.matrix, holdout_fraction, seed=params.seed)
+    return evaluate_and_refit(data, train, test, params, k=k, holdout_fraction=holdout_fraction,
+                              num_threads=num_threads)
+
+
+def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.csr_matrix,
+                       params: AlsParams, *, k: int, holdout_fraction: float,
+                       num_threads: int = 0) -> TrainResult:
+    """Fit `params` on `train`, score ALS and the popularity baseline on `test`, refit on all.
+
+    Args:
+        data: all interactions (the published model is refitted on `data.matrix`).
+        train, test: the holdout split of `data.matrix` (seeded with `params.seed`).
+        params: hyper-parameters (chosen without looking at `test`).
+        k: cut-off.
+        holdout_fraction: recorded in the metrics with the split seed.
+        num_threads: implicit's threads.
+
+    Returns:
+        TrainResult with the refitted model and the holdout metrics.
+    """
     matrix = data.matrix
-    train, test = split_per_user(matrix, holdout_fraction, seed=params.seed)
     log.info("split %d interactions into %d train / %d test", matrix.nnz, train.nnz, test.nnz)
 
     t0 = time.perf_counter()
@@ -213,6 +240,7 @@ def train_and_evaluate(data: InteractionMatrix, params: AlsParams, *, k: int = 1
         "popular": ranking_metrics(pop_recs, test, k, n_items=data.n_items),
         "k": k,
         "holdout_fraction": holdout_fraction,
+        "split_seed": params.seed,
         "n_users": data.n_users,
         "n_items": data.n_items,
         "n_interactions": data.n_interactions,

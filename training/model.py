@@ -21,7 +21,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
-from training.data import check_csr
+from training.data import check_csr, to_csr
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ PAD_SCORE = 0.0
 # implicit's topk marks filtered-out candidates with -FLT_MAX (their ids are arbitrary).
 _FILTERED_SCORE = float(np.finfo(np.float32).min)
 
+WEIGHTINGS = ("raw", "log1p", "bm25", "binary")
+
 
 @dataclass(frozen=True)
 class AlsParams:
@@ -37,7 +39,7 @@ class AlsParams:
 
     The defaults were picked on MovieLens 100K (weight = rating 1-5) with a validation split carved
     out of the training part of a per-user 75/25 split (never the test part): small alpha and strong
-    regularization win there. They depend on the scale of the weights; re-check them when the
+    regularization win there (training/search.py). They depend on the scale of the weights; re-check them when the
     feature store's confidence definition changes.
 
     Attributes:
@@ -46,22 +48,60 @@ class AlsParams:
         alpha: confidence scaling of the weights (C = 1 + alpha * weight in the paper's terms).
         iterations: ALS sweeps.
         seed: random_state for the factor initialisation.
+        weighting: how the stored weights become confidences before `alpha` scales them: "raw"
+            (as stored), "log1p" (log(1 + w), damps heavy users/items), "bm25" (implicit's BM25
+            weighting of the items x users matrix, K1=100, B=0.8) or "binary" (1 per pair).
     """
 
     factors: int = 32
-    regularization: float = 20.0
-    alpha: float = 0.5
+    regularization: float = 50.0
+    alpha: float = 2.0
     iterations: int = 15
     seed: int = 42
+    weighting: str = "raw"
 
     def __post_init__(self) -> None:
         if self.factors < 1 or self.iterations < 1:
             raise ModelError(f"factors and iterations must be >= 1: {self}")
         if self.regularization < 0 or self.alpha <= 0:
             raise ModelError(f"regularization must be >= 0 and alpha > 0: {self}")
+        if self.weighting not in WEIGHTINGS:
+            raise ModelError(f"unknown confidence weighting {self.weighting!r}; "
+                             f"expected one of {WEIGHTINGS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def apply_weighting(matrix: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
+    """The confidence matrix ALS trains on: `matrix` with its non-zeros re-weighted.
+
+    The sparsity pattern is unchanged, so filtering seen items works on either matrix.
+
+    Args:
+        matrix: (n_users, n_items) float32/int32 csr_matrix of positive weights.
+        weighting: one of `WEIGHTINGS` (see `AlsParams`).
+
+    Returns:
+        A new float32/int32 csr_matrix (or `matrix` itself for "raw").
+    """
+    check_csr(matrix, name="apply_weighting matrix")
+    if weighting == "raw":
+        return matrix
+    out = matrix.copy()
+    if weighting == "log1p":
+        out.data = np.log1p(matrix.data, dtype=np.float32)
+    elif weighting == "binary":
+        out.data = np.ones_like(matrix.data)
+    elif weighting == "bm25":
+        from implicit.nearest_neighbours import bm25_weight
+
+        weighted = bm25_weight(matrix.T.tocsr(), K1=100, B=0.8).T.tocsr()
+        out = to_csr(weighted)
+    else:
+        raise ModelError(f"unknown confidence weighting {weighting!r}; expected one of "
+                         f"{WEIGHTINGS}")
+    return out
 
 
 def fit_als(matrix: sp.csr_matrix, params: AlsParams, *,
@@ -69,7 +109,8 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, *,
     """Fit ALS on a users x items confidence matrix.
 
     Args:
-        matrix: (n_users, n_items) float32/int32 csr_matrix of confidences.
+        matrix: (n_users, n_items) float32/int32 csr_matrix of weights; `params.weighting`
+            turns them into confidences.
         params: hyper-parameters; `params.seed` seeds the factor initialisation.
         num_threads: implicit's worker threads (0 = all cores). BLAS is always limited to one
             thread. Results are deterministic for a seed on the same machine.
@@ -91,7 +132,7 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, *,
             random_state=params.seed,
             num_threads=num_threads,
         )
-        model.fit(matrix, show_progress=False)
+        model.fit(apply_weighting(matrix, params.weighting), show_progress=False)
     log.info("fitted ALS %s on %d x %d (%d nnz) in %.2fs", params.to_dict(), *matrix.shape,
              matrix.nnz, time.perf_counter() - start)
     _check_model(model, n_users=matrix.shape[0], n_items=matrix.shape[1])

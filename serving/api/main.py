@@ -1,7 +1,8 @@
 """The serving API: `create_app(settings)` builds a FastAPI app over the active model version.
 
 Run it with `uvicorn --factory serving.api.main:create_app` (one AsyncMongoClient per worker
-process, made in the lifespan, so forking workers is safe).
+process, made in the lifespan, so forking workers is safe). Each worker has its own document
+cache, rate limiter and metrics.
 """
 
 from __future__ import annotations
@@ -12,29 +13,35 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import pymongo
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.errors import RecsysError
 from recsys.settings import Settings
-from serving.api.active import ActiveVersionCache
-from serving.api.routes import health, items, recommendations
+from serving.api.active import POLL_TIMEOUT_S, ActiveState, ActiveVersionCache
+from serving.api.cache import DocumentCache, MongoGuard, is_unavailable
+from serving.api.deps import Services, require_key
+from serving.api.logs import json_logging, request_id_var
+from serving.api.metrics import ApiMetrics
+from serving.api.middleware import RequestMiddleware
+from serving.api.routes import admin, health, items, recommendations
+from serving.api.security import KeyChecker, TokenBucketLimiter, parse_keys
 from serving.store import CODEC_OPTIONS
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_POOL_SIZE = 100
-RETRY_AFTER_SECONDS = 5
 
 
 def _async_client(settings: Settings) -> AsyncMongoClient:
     timeout = settings.mongodb_timeout_ms
     return AsyncMongoClient(
         settings.mongodb_uri,
-        maxPoolSize=getattr(settings, "mongodb_max_pool_size", DEFAULT_MAX_POOL_SIZE),
+        maxPoolSize=settings.mongodb_max_pool_size,
         serverSelectionTimeoutMS=timeout,
         connectTimeoutMS=timeout,
         timeoutMS=timeout,
@@ -46,42 +53,96 @@ def _async_client(settings: Settings) -> AsyncMongoClient:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    with contextlib.ExitStack() as stack:
+        if settings.api_log_json:
+            stack.enter_context(json_logging())
+        async with _services(app):
+            yield
+
+
+@asynccontextmanager
+async def _services(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: ApiMetrics = app.state.metrics
     client = _async_client(settings)
-    app.state.client = client
-    app.state.db = client.get_database(settings.mongodb_db, codec_options=CODEC_OPTIONS)
-    cache = ActiveVersionCache(app.state.db)
-    app.state.active = cache
+    app.state.sync_client = None  # made on the first admin call (see routes/admin.py)
+    db = client.get_database(settings.mongodb_db, codec_options=CODEC_OPTIONS)
+    cache = DocumentCache(settings.api_cache_entries, metrics)
+    guard = MongoGuard(metrics, timeout_s=settings.api_read_timeout_ms / 1000,
+                       retry_after=settings.api_retry_after_seconds)
+
+    def on_change(state: ActiveState | None) -> None:
+        cache.clear()
+        metrics.set_active_version(state.version if state else None)
+
+    def on_poll(exc: BaseException | None) -> None:
+        if exc is None:
+            guard.success()
+        elif is_unavailable(exc):
+            metrics.mongo_errors.labels("unavailable").inc()
+            guard.failure(exc)
+
+    active = ActiveVersionCache(db, on_change=on_change, on_poll=on_poll)
+    app.state.services = Services(settings=settings, db=db, active=active, cache=cache,
+                                  guard=guard, metrics=metrics)
     try:
         with pymongo.timeout(min(settings.mongodb_timeout_ms, 2000) / 1000):
-            await cache.refresh()
+            await active.refresh()
     except PyMongoError as exc:
         logger.warning("MongoDB not reachable at start-up (%s); will keep polling", exc)
-    poller = asyncio.create_task(cache.run(settings.active_poll_seconds), name="active-poller")
+        on_poll(exc)
+    poller = asyncio.create_task(active.run(settings.active_poll_seconds), name="active-poller")
     try:
         yield
     finally:
+        active.stop()
         poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(poller, POLL_TIMEOUT_S + 1)
         await client.close()
+        if app.state.sync_client is not None:
+            await anyio.to_thread.run_sync(app.state.sync_client.close)
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+def _error(request: Request, status: int, detail: object,
+           retry_after: int | None = None) -> JSONResponse:
+    headers = {"X-Request-ID": request_id_var.get()}
+    if status in (429, 503):
+        default = request.app.state.settings.api_retry_after_seconds
+        headers["Retry-After"] = str(retry_after or default)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 async def _recsys_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RecsysError)
-    return _error(exc.status_code, str(exc))
+    if exc.status_code >= 500 and exc.status_code != 503:
+        logger.error("request failed: %s", exc)
+    return _error(request, exc.status_code, str(exc), getattr(exc, "retry_after", None))
 
 
 async def _mongo_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, ConnectionFailure) or getattr(exc, "timeout", False):
+    if is_unavailable(exc):
         logger.warning("MongoDB unavailable: %s", exc)
-        return _error(503, "MongoDB is unavailable")
-    logger.exception("MongoDB error", exc_info=exc)
-    return _error(500, "database error")
+        return _error(request, 503, "MongoDB is unavailable")
+    logger.error("MongoDB error: %s", exc)
+    return _error(request, 500, "database error")
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")}
+              for e in exc.errors()]
+    return _error(request, 422, errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(request, exc.status_code, exc.detail)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error: %r", exc, exc_info=exc)
+    return _error(request, 500, "internal error")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,13 +151,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="recsys serving API",
         summary="Batch-computed recommendations, similar items and embeddings from MongoDB.",
-        version="0.1.0",
+        version="0.2.0",
         lifespan=_lifespan,
     )
+    metrics = ApiMetrics()
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.keys = KeyChecker(parse_keys(settings.api_keys), parse_keys(settings.admin_api_keys))
+    app.state.limiter = TokenBucketLimiter(settings.api_rate_limit_per_second,
+                                           settings.api_rate_limit_burst)
     app.add_exception_handler(RecsysError, _recsys_error)
     app.add_exception_handler(PyMongoError, _mongo_error)
-    app.include_router(recommendations.router)
-    app.include_router(items.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    keyed = [Depends(require_key)]
+    app.include_router(recommendations.router, dependencies=keyed)
+    app.include_router(items.router, dependencies=keyed)
     app.include_router(health.router)
+    app.include_router(health.protected)
+    app.include_router(admin.router)
+    app.add_middleware(RequestMiddleware, metrics=metrics,
+                       max_body_bytes=settings.api_max_body_bytes)
     return app

@@ -1,35 +1,76 @@
-"""Public response models of the serving API."""
+"""Public request and response models of the serving API."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Because(BaseModel):
+    """A past item of the user that contributed to a recommendation."""
+
+    item_id: str
+    contribution: float
 
 
 class RecommendedItem(BaseModel):
+    """One listed item. Item attributes materialised at publish time (e.g. `genres`) are
+    included as extra fields; `because` only with `explain=true`."""
+
+    model_config = ConfigDict(extra="allow")
+
     item_id: str
     score: float
-    rank: int = Field(ge=1, description="1 = best")
+    rank: int = Field(ge=1, description="1 = best, in the stored (unfiltered) list")
+    because: list[Because] | None = Field(
+        None, description="explanations (only with explain=true on versions that have them)"
+    )
 
 
-class UserRecommendationsPublic(BaseModel):
+class _Page(BaseModel):
+    total: int = Field(description="items available after exclude/filters")
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last")
+
+
+class UserRecommendationsPublic(_Page):
     """Top-k items for a user; `source` is "popular" when the user is unknown to the model."""
 
     user_id: str
     model_version: str
-    generated_at: datetime
+    generated_at: datetime | None
     source: Literal["personalized", "popular"]
     items: list[RecommendedItem]
 
 
-class SimilarItemsPublic(BaseModel):
+class BatchRecommendationsRequest(BaseModel):
+    """`POST /recommendations/batch`: the same options as the GET endpoint, in the body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[str] = Field(min_length=1, description="up to RECSYS_API_BATCH_MAX_USERS ids")
+    k: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+    exclude: list[str] | None = None
+    genre: list[str] | None = None
+    filter: list[str] | None = None
+    explain: bool = False
+
+
+class BatchRecommendationsPublic(BaseModel):
+    model_version: str
+    generated_at: datetime | None
+    results: list[UserRecommendationsPublic]
+
+
+class SimilarItemsPublic(_Page):
     """Items most similar to `item_id` (itself excluded); `source` is always "similar"."""
 
     item_id: str
     model_version: str
-    generated_at: datetime
+    generated_at: datetime | None
     source: Literal["similar"] = "similar"
     items: list[RecommendedItem]
 
@@ -52,6 +93,27 @@ class ReadyPublic(BaseModel):
     model_version: str
     generated_at: datetime | None = None
     switched_at: datetime | None = None
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=100)
+
+
+class ActivatePublic(BaseModel):
+    active_version: str
+    previous_version: str | None
+
+
+class VersionPublic(BaseModel):
+    version: str
+    status: str
+    active: bool
+    created_at: datetime | None = None
+    ready_at: datetime | None = None
+    generated_at: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
 
 
 class ErrorPublic(BaseModel):

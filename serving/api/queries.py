@@ -1,13 +1,16 @@
-"""The API's reads: each is a single `find_one` by `_id` on the active version's collections."""
+"""The API's reads: one `find_one` by `_id` (or one `$in` for a batch) on the active version's
+collections, behind the version-keyed document cache and the MongoDB guard."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
+from fastapi.exceptions import RequestValidationError
 
 from recsys.errors import NotFound
 from serving.api.active import ActiveState
+from serving.api.cache import MISSING
+from serving.api.deps import ListOptions, Services
 from serving.store import (
     decode_vector,
     item_embeddings_collection,
@@ -16,43 +19,121 @@ from serving.store import (
     user_embeddings_collection,
 )
 
-_RANKED_PROJECTION = ("model_version", "generated_at")
+_LIST_PROJECTION = {"_id": 1, "items": 1, "model_version": 1, "generated_at": 1}
 
 
-def _ranked_projection(k: int) -> dict[str, Any]:
-    return {"items": {"$slice": k}, **{f: 1 for f in _RANKED_PROJECTION}}
+# ------------------------------------------------------------------ list options
+
+def _check_filters(active: ActiveState, opts: ListOptions, where: str = "query") -> None:
+    for attr, _ in opts.filters:
+        if attr not in active.attributes:
+            have = ", ".join(sorted(active.attributes)) or "none"
+            raise RequestValidationError([{
+                "type": "value_error", "loc": (where, "filter"), "input": attr,
+                "msg": f"cannot filter on {attr!r}: model version {active.version} has item "
+                       f"attributes: {have}",
+            }])
+
+
+def _matches(item: dict[str, Any], filters: tuple[tuple[str, str], ...]) -> bool:
+    for attr, want in filters:
+        value = item.get(attr)
+        if isinstance(value, list):
+            if want not in value:
+                return False
+        elif value is None or str(value) != want:
+            return False
+    return True
+
+
+def cut(items: list[dict[str, Any]], opts: ListOptions) -> dict[str, Any]:
+    """Apply exclude, filters and the page to a stored list (never mutates `items`).
+
+    Returns:
+        ``{items, total, offset, next_offset}``; `total` counts items after exclude/filters.
+    """
+    kept = items
+    if opts.exclude or opts.filters:
+        kept = [it for it in items
+                if it["item_id"] not in opts.exclude and _matches(it, opts.filters)]
+    page = kept[opts.offset: opts.offset + opts.k]
+    if not opts.explain:
+        page = [{k: v for k, v in it.items() if k != "because"} if "because" in it else it
+                for it in page]
+    end = opts.offset + len(page)
+    return {"items": page, "total": len(kept), "offset": opts.offset,
+            "next_offset": end if end < len(kept) else None}
+
+
+# ------------------------------------------------------------------ reads
+
+async def _find_list(svc: Services, active: ActiveState, kind: str, collection: str,
+                     key: str) -> dict[str, Any] | None:
+    doc = svc.cache.get(active.version, kind, key)
+    if doc is MISSING:
+        async with svc.guard.read():
+            doc = await svc.db[collection].find_one({"_id": key}, _LIST_PROJECTION)
+        svc.cache.put(active.version, kind, key, doc)
+    return doc
+
+
+def _user_answer(user_id: str, active: ActiveState, doc: dict[str, Any] | None,
+                 opts: ListOptions) -> dict[str, Any]:
+    if doc is not None:
+        head = {"user_id": user_id, "model_version": doc.get("model_version", active.version),
+                "generated_at": doc.get("generated_at", active.generated_at),
+                "source": "personalized"}
+        return {**head, **cut(doc.get("items", []), opts)}
+    return {"user_id": user_id, "model_version": active.version,
+            "generated_at": active.generated_at, "source": "popular",
+            **cut(active.popular, opts)}
 
 
 async def user_recommendations(
-    db: AsyncDatabase, active: ActiveState, user_id: str, k: int
+    svc: Services, active: ActiveState, user_id: str, opts: ListOptions
 ) -> dict[str, Any]:
     """Top-k for a known user; the cached popular list (no extra read) for an unknown one."""
-    doc = await db[recs_collection(active.version)].find_one(
-        {"_id": user_id}, _ranked_projection(k)
-    )
-    if doc is not None:
-        return {
-            "user_id": user_id,
-            "model_version": doc.get("model_version", active.version),
-            "generated_at": doc.get("generated_at", active.generated_at),
-            "source": "personalized",
-            "items": doc.get("items", []),
-        }
+    _check_filters(active, opts)
+    doc = await _find_list(svc, active, "recs", recs_collection(active.version), user_id)
+    return _user_answer(user_id, active, doc, opts)
+
+
+async def batch_recommendations(
+    svc: Services, active: ActiveState, user_ids: list[str], opts: ListOptions
+) -> dict[str, Any]:
+    """Recommendations for many users: cached ones from memory, the rest in one `$in` query."""
+    _check_filters(active, opts, where="body")
+    unique = list(dict.fromkeys(user_ids))
+    docs: dict[str, dict[str, Any] | None] = {}
+    missing: list[str] = []
+    for uid in unique:
+        doc = svc.cache.get(active.version, "recs", uid)
+        if doc is MISSING:
+            missing.append(uid)
+        else:
+            docs[uid] = doc
+    if missing:
+        async with svc.guard.read():
+            cursor = svc.db[recs_collection(active.version)].find(
+                {"_id": {"$in": missing}}, _LIST_PROJECTION
+            )
+            found = {d["_id"]: d async for d in cursor}
+        for uid in missing:
+            doc = found.get(uid)
+            docs[uid] = doc
+            svc.cache.put(active.version, "recs", uid, doc)
     return {
-        "user_id": user_id,
         "model_version": active.version,
         "generated_at": active.generated_at,
-        "source": "popular",
-        "items": active.popular[:k],
+        "results": [_user_answer(uid, active, docs[uid], opts) for uid in user_ids],
     }
 
 
 async def similar_items(
-    db: AsyncDatabase, active: ActiveState, item_id: str, k: int
+    svc: Services, active: ActiveState, item_id: str, opts: ListOptions
 ) -> dict[str, Any]:
-    doc = await db[similar_collection(active.version)].find_one(
-        {"_id": item_id}, _ranked_projection(k)
-    )
+    _check_filters(active, opts)
+    doc = await _find_list(svc, active, "similar", similar_collection(active.version), item_id)
     if doc is None:
         raise NotFound(f"item {item_id!r} is unknown to model version {active.version}")
     return {
@@ -60,23 +141,29 @@ async def similar_items(
         "model_version": doc.get("model_version", active.version),
         "generated_at": doc.get("generated_at", active.generated_at),
         "source": "similar",
-        "items": doc.get("items", []),
+        **cut(doc.get("items", []), opts),
     }
 
 
 async def embedding(
-    db: AsyncDatabase, active: ActiveState, kind: str, entity_id: str
+    svc: Services, active: ActiveState, kind: str, entity_id: str
 ) -> dict[str, Any]:
     """`kind` is "user" or "item"."""
-    name = (user_embeddings_collection if kind == "user" else item_embeddings_collection)(
-        active.version
-    )
-    doc = await db[name].find_one({"_id": entity_id})
-    if doc is None:
+    cache_kind = f"{kind}_embedding"
+    answer = svc.cache.get(active.version, cache_kind, entity_id)
+    if answer is MISSING:
+        name = (user_embeddings_collection if kind == "user" else item_embeddings_collection)(
+            active.version
+        )
+        async with svc.guard.read():
+            doc = await svc.db[name].find_one({"_id": entity_id})
+        answer = None if doc is None else {
+            "id": entity_id,
+            "model_version": doc.get("model_version", active.version),
+            "dim": doc["dim"],
+            "vector": decode_vector(doc["vector"]),
+        }
+        svc.cache.put(active.version, cache_kind, entity_id, answer)
+    if answer is None:
         raise NotFound(f"{kind} {entity_id!r} is unknown to model version {active.version}")
-    return {
-        "id": entity_id,
-        "model_version": doc.get("model_version", active.version),
-        "dim": doc["dim"],
-        "vector": decode_vector(doc["vector"]),
-    }
+    return answer

@@ -6,34 +6,13 @@ import pytest
 from features.snapshot import build_snapshot, load_manifest
 
 
-@pytest.fixture
-def raw_files(tmp_path):
-    users = pd.DataFrame({"user_id": ["a", "b", "c"], "age": [20, 30, 40]})
-    items = pd.DataFrame({"item_id": ["x", "y"], "title": ["X", "Y"],
-                          "genres": [["Drama"], ["Comedy", "Drama"]]})
-    ts = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-02-01", "2024-03-01"],
-                        utc=True)
-    inter = pd.DataFrame({
-        "user_id": ["a", "a", "b", "b", "a"],
-        "item_id": ["x", "x", "x", "y", "y"],
-        "timestamp": ts,
-        "rating": [4.0, 5.0, None, 3.0, 1.0],
-        "weight": [None, None, 2.0, None, None],
-        "event_type": [None, "purchase", None, None, "view"],
-    })
-    paths = {}
-    for name, frame in (("users", users), ("items", items), ("interactions", inter)):
-        paths[name] = tmp_path / f"{name}.parquet"
-        frame.to_parquet(paths[name])
-    return paths
-
-
 def test_views_and_manifest(raw_files, tmp_path):
     root = tmp_path / "features"
     manifest = build_snapshot(raw_files, features_root=root, snapshot_id="s1")
     assert {v: manifest.views[v].rows for v in manifest.views} == {
         "interactions": 4, "user_features": 3, "item_features": 2}
-    assert manifest.view_path("interactions") == root / "interactions" / "snapshot=s1" / "data.parquet"
+    expected_path = root / "interactions" / "snapshot=s1" / "data.parquet"
+    assert manifest.view_path("interactions") == expected_path
     inter = pd.read_parquet(manifest.view_path("interactions")).set_index(["user_id", "item_id"])
     # rating 4 (plain) + rating 5 x purchase multiplier 3 = 19; weight beats rating when present
     assert inter.loc[("a", "x"), "weight"] == pytest.approx(19.0)

@@ -4,6 +4,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
 from ingest.reader import read_batch
 from ingest.validate import ValidationReport, validate_batch
 
@@ -105,7 +107,7 @@ def test_negative_weight(tmp_path: Path, expectations_dir: Path) -> None:
 def test_header_only_table_is_empty(tmp_path: Path, expectations_dir: Path) -> None:
     root = write_batch(tmp_path / "b", interactions="user_id,item_id,timestamp\n")
     f = _only_failure(_validate(root, expectations_dir))
-    assert (f["dataset"], f["rule"]) == ("interactions", "non_empty_table")
+    assert (f["dataset"], f["rule"]) == ("interactions", "row_count_in_bounds")
     assert "0" in f["observed"]
 
 
@@ -125,3 +127,29 @@ def test_report_markdown_names_file_column_and_rule(tmp_path: Path,
     md = report.to_markdown()
     assert "FAILED" in md and "users.csv" in md and "`user_id`" in md and "id_unique" in md
     json.dumps(report.to_dict())
+
+
+def test_future_timestamp_uses_the_clock_and_tolerance(tmp_path: Path,
+                                                       expectations_dir: Path) -> None:
+    from recsys.settings import Settings
+
+    root = write_batch(tmp_path / "b", interactions=INTERACTIONS_CSV + "007,3,2030-01-01,4\n")
+    settings = Settings(data_dir=tmp_path / "data", future_timestamp_tolerance_s=60)
+    before = validate_batch(read_batch(root), expectations_dir=expectations_dir,
+                            settings=settings, now=pd.Timestamp("2029-12-31 23:58", tz="UTC"))
+    f = _only_failure(before)
+    assert (f["column"], f["rule"], f["sample"]) == ("timestamp", "timestamp_not_future",
+                                                    ["2030-01-01"])
+    assert f["rows"][0]["_row"] == 4 and f["rows"][0]["user_id"] == "007"
+    within = validate_batch(read_batch(root), expectations_dir=expectations_dir,
+                            settings=settings, now=pd.Timestamp("2029-12-31 23:59:30", tz="UTC"))
+    assert within.success, within.failures
+
+
+def test_schema_drift_names_the_unexpected_column(tmp_path: Path,
+                                                  expectations_dir: Path) -> None:
+    root = write_batch(tmp_path / "b", interactions="user_id,item_id,timestamp,price\n"
+                                                    "007,1,881250949,9.99\n")
+    f = _only_failure(_validate(root, expectations_dir))
+    assert (f["dataset"], f["rule"], f["column"]) == ("interactions", "schema_drift", None)
+    assert f["observed"] == "unexpected columns: price"

@@ -182,7 +182,7 @@ async def test_mongodb_errors_are_503(settings: Settings, published) -> None:
     async with LifespanManager(app) as manager:
         dead = AsyncMongoClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=200,
                                 timeoutMS=200)
-        app.state.db = dead[settings.mongodb_db]  # active state stays cached
+        app.state.services.db = dead[settings.mongodb_db]  # active state stays cached
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             r = await client.get("/users/u0/recommendations")

@@ -203,3 +203,120 @@ def test_open_store_from_settings(mongo_uri: str, db_name: str, mongo_client) ->
         assert mongo_client[db_name]["serving_state"].find_one()["version"] == "v1"
     finally:
         mongo_client.drop_database(db_name)
+
+
+# --------------------------------------------------------------------------- issue 6
+
+def test_publish_denormalises_attributes_and_explanations(
+    store: MongoServingStore, db: Database
+) -> None:
+    from tests.serving.payloads import item_genres
+
+    store.publish(make_payload("v1", attributes=True, explain=True), batch_size=3)
+    doc = db[recs_collection("v1")].find_one({"_id": "u2"})
+    first = doc["items"][0]
+    assert first["item_id"] == "i2" and first["genres"] == item_genres(2)
+    assert first["because"] == [{"item_id": f"i{(2 + 7) % N_ITEMS}", "contribution": 0.5},
+                                {"item_id": f"i{(2 + 8) % N_ITEMS}", "contribution": 0.25}]
+    padded = db[recs_collection("v1")].find_one({"_id": f"u{N_USERS - 1}"})
+    assert len(padded["items"]) == 3 and all(len(it["because"]) == 2 for it in padded["items"])
+    sim = db[similar_collection("v1")].find_one({"_id": "i0"})
+    assert sim["items"][0]["genres"] == item_genres(1) and "because" not in sim["items"][0]
+    pop = db[popular_collection("v1")].find_one({"_id": "popular"})
+    assert pop["items"][0]["genres"] == item_genres(9)
+    assert store.get_version("v1")["features"] == {"item_attributes": ["genres"],
+                                                   "explanations": True}
+
+
+def test_bad_explanations_and_attributes_are_refused(store: MongoServingStore) -> None:
+    payload = make_payload("v1", explain=True)
+    bad = payload.rec_explain_items.copy()
+    bad[0, 0, 0] = N_ITEMS
+    with pytest.raises(PublishError, match="rec_explain_items.*out of range"):
+        store.publish(dataclasses.replace(payload, rec_explain_items=bad))
+    with pytest.raises(PublishError, match="invalid attribute name"):
+        store.publish(dataclasses.replace(
+            payload, item_attributes={"a.b": [0] * N_ITEMS}))
+    assert store.get_version("v1") is None
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def _fail_after(store: MongoServingStore, monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Make the `calls`-th insert_many of the next publish raise (after real earlier writes)."""
+    real = store._insert
+    seen = {"n": 0}
+
+    def flaky(name, docs, batch_size):  # type: ignore[no-untyped-def]
+        seen["n"] += 1
+        if seen["n"] == calls:
+            # write part of this collection for real, then die mid-collection
+            first = next(iter(docs))
+            store.db[name].insert_one(first)
+            raise _Boom(f"injected failure while writing {name}")
+        return real(name, docs, batch_size)
+
+    monkeypatch.setattr(store, "_insert", flaky)
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 5])
+def test_fault_mid_publish_keeps_previous_serving_and_is_cleaned(
+    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    store.publish(make_payload("v1"))
+    store.activate("v1")
+    _fail_after(store, monkeypatch, fail_at)
+    with pytest.raises(_Boom):
+        store.publish(make_payload("v2", seed=3), batch_size=4)
+    monkeypatch.undo()
+    assert store.active_version() == "v1"
+    assert store.get_version("v2")["status"] == STATUS_BUILDING
+    with pytest.raises(PublishError, match="building"):
+        store.activate("v2")
+    # the next run cleans up, and a rerun of the same id publishes it completely
+    assert store.cleanup_incomplete() == ["v2"]
+    assert not set(version_collections("v2")) & set(db.list_collection_names())
+    summary = store.publish(make_payload("v2", seed=3), batch_size=4)
+    assert summary["replaced"] is False
+    assert db[recs_collection("v2")].count_documents({}) == N_USERS
+    assert store.activate("v2") == "v1"
+
+
+def test_rerun_same_id_without_cleanup_is_idempotent(
+    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_after(store, monkeypatch, 2)
+    with pytest.raises(_Boom):
+        store.publish(make_payload("v1"), batch_size=4)
+    monkeypatch.undo()
+    first = store.publish(make_payload("v1"), batch_size=4)
+    second = store.publish(make_payload("v1"), batch_size=4)
+    assert first["replaced"] and second["replaced"]
+    assert {n: db[n].count_documents({}) for n in version_collections("v1")} == {
+        recs_collection("v1"): N_USERS, similar_collection("v1"): N_ITEMS,
+        popular_collection("v1"): 1, user_embeddings_collection("v1"): N_USERS,
+        item_embeddings_collection("v1"): N_ITEMS,
+    }
+
+
+def test_verification_failure_blocks_the_switch(
+    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.publish(make_payload("v1"))
+    store.activate("v1")
+    real = store._insert
+
+    def lossy(name, docs, batch_size):  # type: ignore[no-untyped-def]
+        n = real(name, docs, batch_size)
+        if name == recs_collection("v2"):
+            db[name].delete_one({"_id": "u0"})  # a document lost after the write
+        return n
+
+    monkeypatch.setattr(store, "_insert", lossy)
+    with pytest.raises(PublishError, match="holds 19 documents"):
+        store.publish(make_payload("v2"))
+    assert store.get_version("v2")["status"] == STATUS_BUILDING
+    assert store.active_version() == "v1"
+

@@ -12,6 +12,7 @@ from tests.training.helpers import group_of
 from training.data import to_csr
 from training.model import (
     AlsParams,
+    apply_weighting,
     fit_als,
     popular_items,
     recommend_top_n,
@@ -22,9 +23,26 @@ from training.model import (
 def test_params_defaults_and_dict() -> None:
     p = AlsParams()
     assert p.to_dict() == {"factors": p.factors, "regularization": p.regularization,
-                           "alpha": p.alpha, "iterations": p.iterations, "seed": p.seed}
+                           "alpha": p.alpha, "iterations": p.iterations, "seed": p.seed,
+                           "weighting": "raw"}
     with pytest.raises(ModelError):
         AlsParams(factors=0)
+    with pytest.raises(ModelError, match="weighting"):
+        AlsParams(weighting="sqrt")
+
+
+@pytest.mark.parametrize("weighting", ["raw", "log1p", "bm25", "binary"])
+def test_apply_weighting_keeps_the_pattern(weighting) -> None:
+    matrix = to_csr(sp.csr_matrix(np.array([[1, 0, 4], [0, 2, 0], [3, 5, 0]], dtype=np.float32)))
+    out = apply_weighting(matrix, weighting)
+    assert out.dtype == np.float32 and out.indices.dtype == np.int32
+    np.testing.assert_array_equal(out.indptr, matrix.indptr)
+    np.testing.assert_array_equal(out.indices, matrix.indices)
+    assert np.all(out.data > 0)
+    expected = {"raw": matrix.data, "log1p": np.log1p(matrix.data),
+                "binary": np.ones(matrix.nnz)}.get(weighting)
+    if expected is not None:
+        np.testing.assert_allclose(out.data, expected, rtol=1e-6)
 
 
 def test_recommendations_stay_in_the_users_group(checkerboard, small_params) -> None:

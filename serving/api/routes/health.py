@@ -1,38 +1,40 @@
-"""Liveness (`/health`, no database) and readiness (`/ready`: MongoDB up and a version active)."""
+"""Liveness (`/health`, no database, no key), readiness (`/ready`) and `/metrics`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pymongo
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
 from recsys.errors import ServiceUnavailable
-from serving.api.deps import DbDep, SettingsDep
+from serving.api.deps import ServicesDep, require_key
 from serving.api.models import ErrorPublic, HealthPublic, ReadyPublic
 
 router = APIRouter(tags=["health"])
+protected = APIRouter(tags=["health"], dependencies=[Depends(require_key)])
 
 
-@router.get("/health", response_model=HealthPublic, summary="The process is up")
+@router.get("/health", response_model=HealthPublic, summary="The process is up (no key needed)")
 async def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get(
+@protected.get(
     "/ready",
     response_model=ReadyPublic,
     responses={503: {"model": ErrorPublic}},
     summary="MongoDB is reachable and a model version is active",
 )
-async def ready(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+async def ready(svc: ServicesDep) -> dict[str, Any]:
     try:
-        with pymongo.timeout(min(settings.mongodb_timeout_ms, 2000) / 1000):
-            await db.command("ping")
+        with pymongo.timeout(min(svc.settings.mongodb_timeout_ms, 2000) / 1000):
+            await svc.db.command("ping")
     except PyMongoError as exc:
         raise ServiceUnavailable(f"MongoDB is unreachable: {exc}") from exc
-    state = request.app.state.active.state
+    state = svc.active.state
     if state is None:
         raise ServiceUnavailable("no model version is active yet")
     return {
@@ -41,3 +43,9 @@ async def ready(request: Request, db: DbDep, settings: SettingsDep) -> dict[str,
         "generated_at": state.generated_at,
         "switched_at": state.switched_at,
     }
+
+
+@protected.get("/metrics", summary="Prometheus metrics of this process",
+               response_class=Response)
+async def metrics(request: Request, svc: ServicesDep) -> Response:
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

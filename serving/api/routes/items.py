@@ -7,28 +7,29 @@ from typing import Any
 from fastapi import APIRouter
 
 from serving.api import queries
-from serving.api.deps import ActiveVersionDep, DbDep, SimilarKDep
+from serving.api.deps import ActiveVersionDep, ServicesDep, SimilarOptionsDep
 from serving.api.models import EmbeddingPublic, ErrorPublic, SimilarItemsPublic
 
 router = APIRouter(prefix="/items", tags=["items"])
 
 _ERRORS = {
     404: {"model": ErrorPublic, "description": "item unknown to the active version"},
-    503: {"model": ErrorPublic, "description": "no active model version yet"},
+    503: {"model": ErrorPublic, "description": "no active version / MongoDB down"},
 }
 
 
 @router.get(
     "/{item_id}/similar",
     response_model=SimilarItemsPublic,
+    response_model_exclude_unset=True,
     responses=_ERRORS,
     summary="Items most similar to an item",
 )
 async def get_similar(
-    item_id: str, k: SimilarKDep, db: DbDep, active: ActiveVersionDep
+    item_id: str, opts: SimilarOptionsDep, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
     """Top-k by cosine similarity of item factors, the item itself excluded."""
-    return await queries.similar_items(db, active, item_id, k)
+    return await queries.similar_items(svc, active, item_id, opts)
 
 
 @router.get(
@@ -37,5 +38,7 @@ async def get_similar(
     responses=_ERRORS,
     summary="An item's latent factors",
 )
-async def get_item_embedding(item_id: str, db: DbDep, active: ActiveVersionDep) -> dict[str, Any]:
-    return await queries.embedding(db, active, "item", item_id)
+async def get_item_embedding(
+    item_id: str, svc: ServicesDep, active: ActiveVersionDep
+) -> dict[str, Any]:
+    return await queries.embedding(svc, active, "item", item_id)

@@ -1,0 +1,319 @@
+"""The incremental raw store: every validated batch, appended once, partitioned by event date.
+
+Layout under `raw_root` (`settings.store_dir`, i.e. `<data_dir>/store`)::
+
+    interactions/date=YYYY-MM-DD/batch=<batch id>.parquet   # Hive partitions by UTC event date
+    users/batch=<batch id>.parquet                           # one file per batch
+    items/batch=<batch id>.parquet
+    batches/<batch id>.json                                  # commit marker, written last
+
+A batch's id is the first 16 hex digits of its content hash (SHA-256 over the SHA-256 of its three
+normalized parquet files). The marker is written last, atomically: a batch without a marker is not
+part of the store (readers list files from markers, never by globbing), and ingesting it again
+cleans up whatever a crashed attempt left behind. Re-ingesting a batch whose marker exists is a
+no-op.
+
+Users and items files carry three bookkeeping columns so SQL can apply *latest wins*:
+`_batch_id`, `_effective_ts` (the batch's earliest event time, or its ingestion time when it has
+no events) and `_seq` (ingestion order, a tie-break). The row of an entity that counts as of a
+time T is the one from the visible batch (`_effective_ts <= T`) with the greatest
+`(_effective_ts, _seq)`. See `features.store_sql.entity_relation`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("users", "items", "interactions")
+ENTITY_DATASETS = {"users": "user_id", "items": "item_id"}
+BATCH_ID_LENGTH = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSummary:
+    """What `ingest_into_store` did with one batch.
+
+    Attributes:
+        batch_id: first 16 hex digits of `content_hash`; names the batch's files.
+        content_hash: SHA-256 over the batch's three normalized parquet files.
+        skipped: True when the batch was already in the store (nothing was written).
+        seq: the batch's ingestion sequence number (1 for the first batch).
+        ingested_at: ISO-8601 UTC time of the first (effective) ingestion.
+        effective_ts: ISO-8601 UTC time from which the batch's users/items count.
+        rows: rows per dataset.
+        dates: event dates (UTC, ISO) of the batch's interaction partitions.
+        files: dataset -> store-relative paths of the batch's files.
+        source_hashes: dataset -> SHA-256 of the normalized input file.
+    """
+
+    batch_id: str
+    content_hash: str
+    skipped: bool
+    seq: int
+    ingested_at: str
+    effective_ts: str
+    rows: dict[str, int]
+    dates: list[str]
+    files: dict[str, list[str]] = field(default_factory=dict)
+    source_hashes: dict[str, str] = field(default_factory=dict)
+    min_event_ts: str | None = None
+    max_event_ts: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The marker document (without `skipped`, which describes one call only)."""
+        data = asdict(self)
+        data.pop("skipped")
+        return data
+
+    @classmethod
+    def from_marker(cls, data: dict[str, Any], *, skipped: bool) -> IngestSummary:
+        return cls(skipped=skipped, **data)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def batch_content_hash(raw_files: dict[str, Path]) -> tuple[str, dict[str, str]]:
+    """Content hash of a batch and the SHA-256 of each of its files."""
+    _check_raw_files(raw_files)
+    per_file = {name: file_sha256(Path(raw_files[name])) for name in DATASETS}
+    combined = hashlib.sha256("".join(f"{n}:{per_file[n]}\n" for n in DATASETS).encode())
+    return combined.hexdigest(), per_file
+
+
+def _check_raw_files(raw_files: dict[str, Path]) -> None:
+    missing = [name for name in DATASETS if name not in raw_files]
+    if missing:
+        raise ValueError(f"raw files missing for {missing} (need {list(DATASETS)})")
+    for name in DATASETS:
+        if not Path(raw_files[name]).is_file():
+            raise FileNotFoundError(f"raw {name} file not found: {raw_files[name]}")
+
+
+def _lit(value: Path | str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def connect(*, threads: int | None = None, memory_limit: str | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection in UTC with insertion order preserved."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = true")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+    return con
+
+
+@contextmanager
+def _store_lock(raw_root: Path) -> Iterator[None]:
+    raw_root.mkdir(parents=True, exist_ok=True)
+    with (raw_root / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def marker_path(raw_root: Path, batch_id: str) -> Path:
+    return Path(raw_root) / "batches" / f"{batch_id}.json"
+
+
+def list_batches(raw_root: Path) -> list[IngestSummary]:
+    """Every committed batch of the store, in ingestion order."""
+    folder = Path(raw_root) / "batches"
+    if not folder.is_dir():
+        return []
+    batches = [IngestSummary.from_marker(json.loads(p.read_text()), skipped=False)
+               for p in folder.glob("*.json")]
+    return sorted(batches, key=lambda b: b.seq)
+
+
+def ingest_into_store(raw_files: dict[str, Path], *, raw_root: Path) -> IngestSummary:
+    """Append one validated, normalized batch to the raw store (idempotent by content hash).
+
+    Args:
+        raw_files: "users", "items", "interactions" -> normalized parquet path (as written by
+            `ingest.reader.write_batch_parquet`; interactions with a UTC `timestamp`).
+        raw_root: the store's root directory (`settings.store_dir`).
+
+    Returns:
+        The batch's summary; `skipped` is True when the same content was already ingested.
+
+    Raises:
+        ValueError: a dataset is missing from `raw_files`, or interactions lack `timestamp`.
+        FileNotFoundError: a raw file does not exist.
+    """
+    raw_root = Path(raw_root)
+    content_hash, source_hashes = batch_content_hash(raw_files)
+    batch_id = content_hash[:BATCH_ID_LENGTH]
+    with _store_lock(raw_root):
+        marker = marker_path(raw_root, batch_id)
+        if marker.exists():
+            log.info("batch %s already in the raw store %s: nothing to do", batch_id, raw_root)
+            return IngestSummary.from_marker(json.loads(marker.read_text()), skipped=True)
+        seq = max((b.seq for b in list_batches(raw_root)), default=0) + 1
+        summary = _write_batch(raw_files, raw_root=raw_root, batch_id=batch_id,
+                               content_hash=content_hash, source_hashes=source_hashes, seq=seq)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+        os.replace(tmp, marker)  # the commit point: the batch exists from here on
+    log.info("batch %s ingested into %s: %s rows, %d date partition(s)", batch_id, raw_root,
+             summary.rows, len(summary.dates))
+    return summary
+
+
+def _remove_uncommitted(raw_root: Path, batch_id: str) -> None:
+    """Delete files a crashed ingestion of `batch_id` may have left behind."""
+    for path in [*raw_root.glob(f"interactions/date=*/batch={batch_id}*.parquet"),
+                 *raw_root.glob(f"users/batch={batch_id}.parquet"),
+                 *raw_root.glob(f"items/batch={batch_id}.parquet")]:
+        path.unlink()
+    shutil.rmtree(raw_root / "_staging" / batch_id, ignore_errors=True)
+
+
+def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
+                 content_hash: str, source_hashes: dict[str, str], seq: int) -> IngestSummary:
+    _remove_uncommitted(raw_root, batch_id)
+    staging = raw_root / "_staging" / batch_id
+    staging.mkdir(parents=True)
+    ingested_at = datetime.now(UTC)
+    con = connect()
+    try:
+        inter = _lit(raw_files["interactions"])
+        columns = {row[0] for row in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet({inter})").fetchall()}
+        if "timestamp" not in columns:
+            raise ValueError(f"{raw_files['interactions']}: column 'timestamp' missing "
+                             "(rule: normalized interactions)")
+        stats = con.execute(
+            f"SELECT COUNT(*), MIN(\"timestamp\"), MAX(\"timestamp\") FROM read_parquet({inter})"
+        ).fetchone()
+        n_inter, min_ts, max_ts = (int(stats[0]), stats[1], stats[2]) if stats else (0, None, None)
+        effective = min_ts if min_ts is not None else ingested_at
+        # Interactions: one file per UTC event date, sorted by time so row-group statistics
+        # let an as-of build skip most of the cut-off day.
+        if n_inter:
+            con.execute(
+                f"COPY (SELECT *, CAST(\"timestamp\" AS DATE) AS date FROM read_parquet({inter}) "
+                f"ORDER BY \"timestamp\", user_id, item_id) TO {_lit(staging / 'interactions')} "
+                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), "
+                "FILENAME_PATTERN 'part_{i}')")
+        for name, key in ENTITY_DATASETS.items():
+            out = staging / name
+            out.mkdir()
+            con.execute(
+                f"COPY (SELECT *, {_lit(batch_id)} AS _batch_id, "
+                f"CAST({_lit(effective.isoformat())} AS TIMESTAMPTZ) AS _effective_ts, "
+                f"CAST({seq} AS BIGINT) AS _seq FROM read_parquet({_lit(raw_files[name])}) "
+                f"ORDER BY {key}) TO {_lit(out / 'part_0.parquet')} "
+                "(FORMAT parquet, COMPRESSION zstd)")
+        rows = {"interactions": n_inter}
+        for name in ENTITY_DATASETS:
+            count = con.execute(f"SELECT COUNT(*) FROM read_parquet({_lit(raw_files[name])})"
+                                ).fetchone()
+            rows[name] = int(count[0]) if count else 0
+    finally:
+        con.close()
+
+    files: dict[str, list[str]] = {name: [] for name in DATASETS}
+    dates: list[str] = []
+    staged_inter = staging / "interactions"
+    for part_dir in sorted(staged_inter.glob("date=*")) if staged_inter.is_dir() else []:
+        parts = sorted(part_dir.glob("*.parquet"))
+        target_dir = raw_root / "interactions" / part_dir.name
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for i, part in enumerate(parts):
+            suffix = "" if len(parts) == 1 else f"-{i}"
+            target = target_dir / f"batch={batch_id}{suffix}.parquet"
+            os.replace(part, target)
+            files["interactions"].append(str(target.relative_to(raw_root)))
+        dates.append(part_dir.name.removeprefix("date="))
+    for name in ENTITY_DATASETS:
+        target = raw_root / name / f"batch={batch_id}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name / "part_0.parquet", target)
+        files[name].append(str(target.relative_to(raw_root)))
+    shutil.rmtree(staging, ignore_errors=True)
+    return IngestSummary(
+        batch_id=batch_id, content_hash=content_hash, skipped=False, seq=seq,
+        ingested_at=ingested_at.isoformat(), effective_ts=effective.astimezone(UTC).isoformat(),
+        rows=rows, dates=dates, files=files, source_hashes=source_hashes,
+        min_event_ts=min_ts.astimezone(UTC).isoformat() if min_ts is not None else None,
+        max_event_ts=max_ts.astimezone(UTC).isoformat() if max_ts is not None else None,
+    )
+
+
+def store_files(raw_root: Path, dataset: str, *, batches: list[IngestSummary] | None = None,
+                until: date | None = None) -> list[Path]:
+    """Absolute paths of a dataset's files over the committed batches, sorted.
+
+    Args:
+        raw_root: the store's root.
+        dataset: "users", "items" or "interactions".
+        batches: the batches to read (default: every committed batch).
+        until: for interactions, only partitions dated on or before this UTC date (partition
+            pruning done before DuckDB opens a single file).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    batches = list_batches(raw_root) if batches is None else batches
+    paths: list[Path] = []
+    for batch in batches:
+        for rel in batch.files.get(dataset, []):
+            if until is not None and dataset == "interactions":
+                part = Path(rel).parent.name.removeprefix("date=")
+                if date.fromisoformat(part) > until:
+                    continue
+            paths.append(Path(raw_root) / rel)
+    return sorted(paths)
+
+
+def known_ids(raw_root: Path, dataset: str) -> set[str]:
+    """Ids of the users or items already in the store (any committed batch).
+
+    Args:
+        raw_root: the store's root (`settings.store_dir`).
+        dataset: "users" or "items".
+
+    Returns:
+        The distinct `user_id` / `item_id` values; empty when the store is empty.
+    """
+    if dataset not in ENTITY_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected 'users' or 'items'")
+    paths = store_files(raw_root, dataset)
+    if not paths:
+        return set()
+    key = ENTITY_DATASETS[dataset]
+    con = connect()
+    try:
+        listing = "[" + ", ".join(_lit(p) for p in paths) + "]"
+        table = con.sql(f"SELECT DISTINCT {key} FROM read_parquet({listing})").to_arrow_table()
+    finally:
+        con.close()
+    return set(table.column(0).to_pylist())

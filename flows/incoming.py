@@ -1,0 +1,116 @@
+"""Daily incremental run: every new batch folder in `<data_dir>/incoming/` goes through the pipeline once.
+
+A batch folder is "new" until the ledger `<data_dir>/runs/incoming.json` records it (by folder
+name, with its run id, outcome and message). Folders are processed oldest name first, each by the
+`batch-pipeline` subflow; a failed batch is recorded too (it is quarantined by validation), so it
+is not retried on every schedule -- drop a corrected copy under a new name instead. Folder names
+starting with '.' or '_' are ignored, which lets producers write under a temporary name and
+rename when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.states import Failed, State
+
+from flows.common import report_run_outcome
+from flows.pipeline import PipelineResult, batch_pipeline, new_run_id
+from recsys.settings import Settings
+
+LEDGER_NAME = "incoming.json"
+
+
+def incoming_root(settings: Settings) -> Path:
+    """`<data_dir>/incoming`: where producers drop batch folders."""
+    return Path(settings.data_dir) / "incoming"
+
+
+def ledger_path(settings: Settings) -> Path:
+    """The ledger of processed batch folders."""
+    return settings.runs_dir / LEDGER_NAME
+
+
+def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
+    """Batch folder name -> {run_id, status, message, finished_at}; empty when missing."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_ledger(path: Path, ledger: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(ledger, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@task(name="find-new-batches", task_run_name="find new batches in {root}", timeout_seconds=120)
+def find_new_batches(root: Path, ledger_file: Path) -> list[Path]:
+    """Batch folders under `root` not yet in the ledger, sorted by name."""
+    if not root.is_dir():
+        get_run_logger().info("incoming folder %s does not exist yet; nothing to do", root)
+        return []
+    done = read_ledger(ledger_file)
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name[0] not in "._" and p.name not in done)
+
+
+@task(name="record-batch", task_run_name="record {batch_name}: {status}", timeout_seconds=60)
+def record_batch(ledger_file: Path, batch_name: str, run_id: str, status: str,
+                 message: str) -> None:
+    """Add one processed batch folder to the ledger (atomic rewrite)."""
+    ledger = read_ledger(ledger_file)
+    ledger[batch_name] = {"run_id": run_id, "status": status, "message": message,
+                          "finished_at": datetime.now(UTC).isoformat()}
+    _write_ledger(ledger_file, ledger)
+
+
+@flow(name="incoming-batches", on_completion=[report_run_outcome],
+      on_failure=[report_run_outcome],
+      flow_run_name="incoming batches")
+def process_incoming(incoming_dir: str | None = None, max_batches: int | None = None,
+                     publish: bool = True) -> list[dict[str, Any]] | State:
+    """Run the batch pipeline once for every new folder in the incoming folder.
+
+    Args:
+        incoming_dir: where batch folders arrive (default `<data_dir>/incoming`).
+        max_batches: process at most this many per run (default: all).
+        publish: passed to each pipeline run (False registers models only).
+
+    Returns:
+        One row per processed batch; the run is Failed when any batch failed, naming each.
+    """
+    settings = Settings()
+    root = Path(incoming_dir) if incoming_dir else incoming_root(settings)
+    ledger_file = ledger_path(settings)
+    batches = find_new_batches(root, ledger_file)
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    logger = get_run_logger()
+    logger.info("%d new batch folder(s) in %s", len(batches), root)
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        run_id = new_run_id()
+        state = batch_pipeline(str(batch), run_id=run_id, publish=publish, return_state=True)
+        if state.is_completed():
+            result: PipelineResult = state.result()
+            status = "published" if result.published else "champion kept"
+            message = f"model {result.version}"
+        else:
+            status, message = "failed", state.message or "unknown error"
+        record_batch(ledger_file, batch.name, run_id, status, message)
+        rows.append({"batch": batch.name, "run_id": run_id, "status": status,
+                     "message": message})
+    if rows:
+        create_table_artifact(key="incoming-batches", table=rows,
+                              description=f"Batches processed from {root}")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        return Failed(message="; ".join(f"batch {row['batch']}: {row['message']}"
+                                        for row in failed))
+    return rows

@@ -1,0 +1,53 @@
+"""Weekly full retrain: features as of now from the raw store -> train with hyperparameter search
+-> score -> champion/challenger gate -> publish.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.states import Failed, State
+
+from flows.common import report_run_outcome
+from flows.pipeline import (
+    PipelineResult,
+    _run_cached,
+    _StageFailure,
+    build_features,
+    new_run_id,
+    train_score_gate_publish,
+)
+from recsys.settings import Settings
+
+
+def features_as_of(as_of: str | None, snapshot_id: str, settings: Settings) -> Path:
+    """Feature manifest from the raw store as of `as_of` (None: everything stored so far)."""
+    return _run_cached("features", build_features, settings, as_of, snapshot_id, settings)
+
+
+@flow(name="weekly-retrain", on_completion=[report_run_outcome],
+      on_failure=[report_run_outcome],
+      flow_run_name="retrain as of {as_of}")
+def weekly_retrain(search: bool = True, publish: bool = True,
+                   as_of: str | None = None) -> PipelineResult | State:
+    """Rebuild features from the raw store, retrain (with search), gate and publish.
+
+    Args:
+        search: run the hyperparameter search before the final fit.
+        publish: False registers the model without touching what is served.
+        as_of: ISO-8601 cut-off for the events used (default: everything stored).
+    """
+    settings = Settings()
+    run_id = "retrain-" + new_run_id()
+    if as_of:
+        datetime.fromisoformat(as_of)  # a malformed parameter fails before any work
+    get_run_logger().info("retrain %s: as of %s, search=%s, publish=%s", run_id,
+                          as_of or "now", search, publish)
+    try:
+        manifest_file = features_as_of(as_of, run_id, settings)
+        return train_score_gate_publish(manifest_file, run_id, settings, search=search,
+                                        publish=publish, run_id=run_id)
+    except _StageFailure as failure:
+        return Failed(message=str(failure))

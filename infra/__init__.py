@@ -1,0 +1,1 @@
+"""Operations kit: container/Kubernetes files, monitoring config and the `infra.scripts` tools."""

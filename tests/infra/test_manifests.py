@@ -1,0 +1,139 @@
+"""Lint of the ops files that cannot run here (no Docker daemon, no cluster): structure and links."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+
+def _docs(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _by_kind(docs: list[dict]) -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in docs}
+
+
+@pytest.mark.parametrize("name", ["api.yaml", "prefect-worker.yaml"])
+def test_k8s_objects_have_the_required_fields(name: str) -> None:
+    for doc in _docs(INFRA / "k8s" / name):
+        assert {"apiVersion", "kind", "metadata", "spec"} <= set(doc), doc.get("kind")
+        assert doc["metadata"]["name"].startswith("recsys-")
+        if doc["kind"] == "Deployment":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items(), "selector must match the pod labels"
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert container["image"] and container["resources"]["requests"]
+
+
+def test_api_probes_service_and_hpa_point_at_the_api() -> None:
+    kinds = _by_kind(_docs(INFRA / "k8s" / "api.yaml"))
+    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    deployment = kinds["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    port_names = {p["name"] for p in container["ports"]}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] in port_names
+    service = kinds["Service"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["selector"][
+        "matchLabels"].items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    hpa = kinds["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert container["resources"]["requests"]["cpu"], "CPU utilisation needs a CPU request"
+
+
+def test_worker_polls_the_pool_of_prefect_yaml() -> None:
+    pools = {d["work_pool"]["name"] for d in
+             yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    kinds = _by_kind(_docs(INFRA / "k8s" / "prefect-worker.yaml"))
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:3] == ["prefect", "worker", "start"]
+    assert command[command.index("--pool") + 1] in pools
+    env = {e["name"] for e in container["env"]}
+    assert {"PREFECT_API_URL", "MONGODB_URI", "RECSYS_DATA_DIR", "RECSYS_PROJECT_DIR"} <= env
+    claim = kinds["Deployment"]["spec"]["template"]["spec"]["volumes"][0]
+    assert claim["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"][
+        "metadata"]["name"]
+
+
+def test_compose_services_and_references() -> None:
+    compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"mongodb", "prefect-server", "worker", "api"} <= set(services)
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        depends = service.get("depends_on", {})
+        assert set(depends) <= set(services), f"{name} depends on an unknown service"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (INFRA / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: volume {source} not declared"
+    build = services["prefect-server"]["build"]
+    assert (INFRA / build["context"] / build["dockerfile"]).resolve() == INFRA / "Dockerfile"
+    worker_cmd = services["worker"]["command"]
+    assert worker_cmd[worker_cmd.index("--pool") + 1] == "recsys-local"
+    assert services["worker"]["environment"]["PREFECT_API_URL"].startswith(
+        "http://prefect-server:")
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    lines = (INFRA / "Dockerfile").read_text().splitlines()
+    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    assert copies
+    for sources in copies:
+        for source in sources:
+            assert (REPO / source).exists(), f"COPY {source}: missing in the repository"
+    packages = re.findall(r'"(\w+)\*"', (REPO / "pyproject.toml").read_text())
+    copied = {source for sources in copies for source in sources}
+    assert set(packages) <= copied, "every installed package must be copied into the image"
+
+
+def test_prometheus_scrapes_the_api_and_the_pushgateway() -> None:
+    config = yaml.safe_load((INFRA / "monitoring" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["recsys-api"]["metrics_path"] == "/metrics"
+    assert jobs["recsys-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["pushgateway"]["honor_labels"] is True
+
+
+def _defined_metrics() -> set[str]:
+    """Metric names the API and the flows export (counters get `_total`, histograms `_bucket`)."""
+    names: set[str] = set()
+    for source in (REPO / "serving" / "api" / "metrics.py", REPO / "flows" / "common.py"):
+        text = source.read_text()
+        for kind, name in re.findall(r'(Counter|Histogram|Gauge)\(\s*"(\w+)"', text):
+            names |= {f"{name}_total"} if kind == "Counter" else (
+                {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "Histogram"
+                else {name})
+    return names
+
+
+def test_grafana_dashboard_queries_only_exported_metrics() -> None:
+    dashboard = json.loads((INFRA / "monitoring" / "grafana" / "dashboards" / "recsys.json")
+                           .read_text())
+    assert dashboard["uid"] and dashboard["panels"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    defined = _defined_metrics()
+    assert "recsys_http_requests_total" in defined
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(recsys_\w+)", target["expr"])}
+    assert used and used <= defined, f"not exported: {sorted(used - defined)}"
+    assert any(name.startswith("recsys_pipeline_") for name in used)

@@ -1,0 +1,109 @@
+"""The broken-batch corpus: each folder of `broken_batches/` breaks exactly one rule.
+
+One model is published first by running the flow in-process; then every broken batch goes
+through the same flow and must fail at 'validate' with a message naming the file, column and
+rule, land intact in `quarantine/<run id>/` with its reports, and leave the served model version
+and a user's recommendations exactly as they were. Each folder's `expected.json` says what the
+failure must look like.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from recsys.datagen import generate_batch
+
+pytestmark = pytest.mark.integration
+
+CORPUS = Path(__file__).resolve().parent / "broken_batches"
+FAULTS = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.json").is_file())
+PROBE_USER = "u0000001"
+
+
+def test_corpus_has_at_least_15_faults() -> None:
+    assert len(FAULTS) >= 15
+
+
+def _serving(env: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    with MongoClient(env["MONGODB_URI"]) as client:
+        db = client[env["MONGODB_DB"]]
+        version = db["serving_state"].find_one({"_id": "active"})["version"]
+        recs = db[f"recs_{version}"].find_one({"_id": PROBE_USER})
+    return version, recs
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str,
+              prefect_harness: None) -> Iterator[dict[str, Any]]:
+    """A data dir and database in which one model version is published and active."""
+    from flows.pipeline import batch_pipeline
+
+    root = tmp_path_factory.mktemp("corpus")
+    env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": f"test_{uuid.uuid4().hex[:12]}",
+           "RECSYS_DATA_DIR": str(root / "data"), "RECSYS_TOP_N": "10",
+           "RECSYS_ITERATIONS": "3", "RECSYS_VALIDATION_DATA_DOCS": "false"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        batch = generate_batch(root / "good", users=120, items=60, interactions=3000, seed=5)
+        state = batch_pipeline(str(batch.directory), return_state=True)
+        assert state.is_completed(), state.message
+        version, recs = _serving(env)
+        assert recs is not None and recs["items"]
+        yield {"env": env, "version": version, "recs": recs, "root": root}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[str, Any],
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.pipeline import batch_pipeline
+
+    for key, value in published["env"].items():
+        monkeypatch.setenv(key, value)
+    expected = json.loads((CORPUS / fault / "expected.json").read_text())
+    batch = tmp_path / fault
+    shutil.copytree(CORPUS / fault, batch)  # quarantine moves it
+    originals = {p.name: p.read_bytes() for p in batch.iterdir()}
+    run_id = f"fault-{fault}"
+
+    state = batch_pipeline(str(batch), run_id=run_id, return_state=True)
+
+    assert state.is_failed()
+    message = state.message
+    assert message.startswith("stage 'validate' failed:"), message
+    assert expected["file"] in message and f"rule '{expected['rule']}'" in message, message
+    if expected["column"]:
+        assert f"column '{expected['column']}'" in message, message
+    if expected["error"] == "ValidationFailed":
+        assert "1 expectation(s) failed" in message, message
+
+    quarantine = Path(published["env"]["RECSYS_DATA_DIR"]) / "quarantine" / run_id
+    assert str(quarantine) in message
+    assert not batch.exists()  # moved, not copied
+    for name, data in originals.items():
+        assert (quarantine / name).read_bytes() == data
+    report = json.loads((quarantine / "report.json").read_text())
+    assert report["success"] is False and report["run_id"] == run_id
+    assert {f["name"] for f in report["files"]} == set(originals)
+    (failure,) = report["failures"]
+    assert failure["rule"] == expected["rule"]
+    assert failure["column"] == expected["column"]
+    assert failure["file"].endswith(expected["file"])
+    if "sample" in expected:
+        assert failure["sample"] == expected["sample"]
+        assert failure["rows"], "the report shows offending rows"
+    assert expected["rule"] in (quarantine / "report.md").read_text()
+
+    data_dir = Path(published["env"]["RECSYS_DATA_DIR"])
+    assert not (data_dir / "raw" / run_id).exists()
+    assert (data_dir / "validation" / run_id / "report.json").is_file()
+    assert _serving(published["env"]) == (published["version"], published["recs"])

@@ -2,8 +2,8 @@
 
 Rules (each function returns what it removed, so a flow can report it):
 
-- feature snapshots: keep the newest `keep` manifests plus every snapshot a kept model was trained
-  on; a snapshot is its manifest and its `<view>/snapshot=<id>/` folders.
+- feature snapshots: the feature store's own retention (`features.retention.prune_snapshots`):
+  the newest `keep` plus every snapshot a kept or published model references.
 - model versions: keep the newest `keep` plus every version MongoDB still lists (served, ready for
   rollback, or being published) -- a model directory is never deleted while it can be served.
 - backups: keep the newest `keep` complete backups.
@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from features.retention import prune_snapshots
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def list_snapshots(features_dir: Path) -> list[str]:
-    """Snapshot ids with a manifest, oldest first (by `created_at`, then id)."""
-    manifests = Path(features_dir) / "manifests"
-    if not manifests.is_dir():
-        return []
-    entries = [(_read_json(p).get("created_at", ""), p.stem) for p in manifests.glob("*.json")]
-    return [snapshot for _, snapshot in sorted(entries)]
 
 
 def list_models(models_dir: Path) -> list[str]:
@@ -56,17 +48,6 @@ def list_models(models_dir: Path) -> list[str]:
     return [version for _, version in sorted(entries)]
 
 
-def model_snapshots(models_dir: Path, versions: Iterable[str]) -> set[str]:
-    """Feature snapshot ids the given model versions were trained on."""
-    out = set()
-    for version in versions:
-        meta = _read_json(Path(models_dir) / version / "metadata.json")
-        snapshot = meta.get("feature_snapshot") or meta.get("feature_snapshot_id")
-        if snapshot:
-            out.add(str(snapshot))
-    return out
-
-
 def served_versions(settings: Settings) -> set[str]:
     """Versions MongoDB knows (any status) plus the active and previous pointer."""
     from serving.store import open_store
@@ -76,32 +57,6 @@ def served_versions(settings: Settings) -> set[str]:
         state = store.active_state() or {}
     versions.update(str(v) for v in (state.get("version"), state.get("previous")) if v)
     return versions
-
-
-def prune_feature_snapshots(features_dir: Path, *, keep: int,
-                            protect: Iterable[str] = ()) -> list[str]:
-    """Delete feature snapshots beyond the newest `keep`, except the `protect`ed ones.
-
-    Returns:
-        The removed snapshot ids, oldest first.
-    """
-    if keep < 1:
-        raise ValueError("keep must be >= 1")
-    features_dir = Path(features_dir)
-    snapshots = list_snapshots(features_dir)
-    protected = set(protect) | set(snapshots[-keep:])
-    removed = []
-    for snapshot in snapshots:
-        if snapshot in protected:
-            continue
-        # The manifest goes first: a half-pruned snapshot is then invisible, never half-readable.
-        (features_dir / "manifests" / f"{snapshot}.json").unlink(missing_ok=True)
-        for view_dir in features_dir.glob(f"*/snapshot={snapshot}"):
-            shutil.rmtree(view_dir, ignore_errors=True)
-        removed.append(snapshot)
-    if removed:
-        log.info("pruned %d feature snapshot(s): %s", len(removed), removed)
-    return removed
 
 
 def prune_model_versions(models_dir: Path, *, keep: int, protect: Iterable[str] = ()
@@ -164,12 +119,10 @@ def prune_all(settings: Settings, *, keep_snapshots: int = 5, keep_models: int =
     protect_models = served_versions(settings)
     removed_models = prune_model_versions(settings.models_dir, keep=keep_models,
                                           protect=protect_models)
-    kept_models = list_models(settings.models_dir)
     return {
         "models": removed_models,
-        "snapshots": prune_feature_snapshots(
-            settings.features_dir, keep=keep_snapshots,
-            protect=model_snapshots(settings.models_dir, kept_models)),
+        # after the models: a snapshot stays while a kept or published model references it
+        "snapshots": prune_snapshots(settings, keep=keep_snapshots),
         "backups": prune_backups(data_dir / "backups", keep=keep_backups),
         "logs": prune_old_files(data_dir / "prefect", days=log_days, pattern="*.log"),
         "results": prune_old_files(data_dir / "prefect" / "results", days=log_days),

@@ -11,40 +11,30 @@ import pytest
 from pymongo import MongoClient
 
 from infra.scripts.health import check_health
-from infra.scripts.prune import (
-    list_snapshots,
-    prune_all,
-    prune_feature_snapshots,
-    prune_model_versions,
-    prune_old_files,
-)
+from features.snapshot import Manifest, ViewSnapshot
+from infra.scripts.prune import prune_all, prune_model_versions, prune_old_files
 from recsys.settings import Settings
 from serving.store import MongoServingStore
 from tests.serving.payloads import make_payload
 
 
 def _snapshot(features: Path, snapshot: str, created: str) -> None:
-    (features / "manifests").mkdir(parents=True, exist_ok=True)
-    (features / "manifests" / f"{snapshot}.json").write_text(json.dumps({"created_at": created}))
+    views = {}
     for view in ("interactions", "user_features"):
         out = features / view / f"snapshot={snapshot}"
         out.mkdir(parents=True)
         (out / "data.parquet").write_bytes(b"x")
+        views[view] = ViewSnapshot(name=view, path=str(out / "data.parquet"), rows=1, schema=[])
+    manifest = Manifest(snapshot_id=snapshot, created_at=created, as_of=None,
+                        duckdb_version="test", sources={}, views=views)
+    (features / "manifests").mkdir(parents=True, exist_ok=True)
+    (features / "manifests" / f"{snapshot}.json").write_text(json.dumps(manifest.to_dict()))
 
 
 def _model(models: Path, version: str, created: str, snapshot: str) -> None:
     (models / version).mkdir(parents=True)
     (models / version / "metadata.json").write_text(json.dumps(
         {"created_at": created, "feature_snapshot": snapshot}))
-
-
-def test_snapshots_keep_newest_and_protected(tmp_path: Path) -> None:
-    for day in range(1, 6):
-        _snapshot(tmp_path, f"s{day}", f"2024-01-0{day}T00:00:00")
-    removed = prune_feature_snapshots(tmp_path, keep=2, protect={"s1"})
-    assert removed == ["s2", "s3"]
-    assert list_snapshots(tmp_path) == ["s1", "s4", "s5"]
-    assert not list(tmp_path.glob("*/snapshot=s2")) and list(tmp_path.glob("*/snapshot=s1"))
 
 
 def test_models_keep_newest_and_protected(tmp_path: Path) -> None:

@@ -164,7 +164,10 @@ def pipeline(
     if not state.is_completed():
         raise _fail(f"pipeline failed after {elapsed:.1f}s: {state.message}")
     result: PipelineResult = state.result()
-    if result.published:
+    if result.published and result.publish.get("skipped"):
+        typer.echo(f"run {result.run_id}: inputs unchanged; model version {result.version} "
+                   f"is already active ({elapsed:.1f}s)")
+    elif result.published:
         typer.echo(f"run {result.run_id}: published and activated model version "
                    f"{result.version} in {elapsed:.1f}s")
     else:

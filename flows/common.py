@@ -35,8 +35,9 @@ PUBLISH_LOCK_TIMEOUT_S = 3600.0
 
 # Settings that change what a stage produces; a change to any of them invalidates the cache.
 TRAINING_SETTINGS = ("factors", "regularization", "alpha", "iterations", "seed", "eval_k",
-                     "holdout_fraction")
-SCORING_SETTINGS = ("top_n", "similar_n", "popular_n")
+                     "holdout_fraction", "weighting", "search", "search_space_file",
+                     "search_objective", "search_max_trials")
+SCORING_SETTINGS = ("top_n", "similar_n", "popular_n", "explain_n")
 
 
 def results_dir(settings: Settings) -> Path:
@@ -108,8 +109,11 @@ def features_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 
 def train_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key of a training run: feature content + model/evaluation settings + search flag."""
+    settings: Settings = parameters["settings"]
+    space = settings.search_space_file
     return _key("train", {"manifest": _manifest_content(parameters["manifest_file"]),
-                          "settings": _settings_part(parameters["settings"], TRAINING_SETTINGS),
+                          "settings": _settings_part(settings, TRAINING_SETTINGS),
+                          "search_space": file_sha256(space) if space else None,
                           "search": parameters.get("search", False)})
 
 

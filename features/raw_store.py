@@ -37,6 +37,8 @@ from typing import Any
 
 import duckdb
 
+from recsys.hashing import file_sha256
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("users", "items", "interactions")
@@ -83,15 +85,6 @@ class IngestSummary:
     @classmethod
     def from_marker(cls, data: dict[str, Any], *, skipped: bool) -> IngestSummary:
         return cls(skipped=skipped, **data)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def batch_content_hash(raw_files: dict[str, Path]) -> tuple[str, dict[str, str]]:

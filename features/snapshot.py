@@ -47,12 +47,12 @@ from features.raw_store import (
     DATASETS,
     batch_content_hash,
     connect,
-    file_sha256,
     list_batches,
     store_files,
 )
 from features.registry import DEFAULT_PARAMS, REGISTRY, FeatureView
 from recsys.errors import FeatureStoreError
+from recsys.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ MANIFEST_FORMAT = 2
 _BOOKKEEPING = ("_batch_id", "_effective_ts", "_seq")
 
 __all__ = ["VIEWS", "Manifest", "SourceSet", "ViewSnapshot", "build_snapshot", "build_views",
-           "file_sha256", "list_manifests", "load_manifest", "manifest_path", "view_sql",
+           "list_manifests", "load_manifest", "manifest_path", "view_sql",
            "sources_from_raw_files", "sources_from_store"]
 
 

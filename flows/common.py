@@ -23,6 +23,7 @@ from typing import Any
 
 from prefect.context import TaskRunContext
 
+from recsys.hashing import file_sha256
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,6 @@ def result_storage(settings: Settings) -> Path:
     path = results_dir(settings)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def file_sha256(path: Path | str) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(root: Path | str, pattern: str = "*") -> str:

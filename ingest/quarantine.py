@@ -14,7 +14,6 @@ ignored; if it is rejected again they travel along as ``original_report.*``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 from ingest.reader import Batch
 from ingest.validate import ValidationReport
+from recsys.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def quarantine_batch(
             dest = staging / relative
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
-            digest = _sha256(dest)
-            if digest != _sha256(source):
+            digest = file_sha256(dest)
+            if digest != file_sha256(source):
                 raise QuarantineError(f"copy of {source} to {dest} does not match its source")
             copied.append({"name": relative.as_posix(), "source": str(source),
                            "bytes": dest.stat().st_size, "sha256": digest})
@@ -147,14 +147,6 @@ def _markdown(document: dict[str, Any], report: ValidationReport) -> str:
               f"- re-submit after a fix: `{document['resubmit']}`\n\n")
     first, _, rest = report.to_markdown().partition("\n")
     return f"{first}\n\n{header}{rest.lstrip()}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from features.snapshot import Manifest, file_sha256
+from features.snapshot import Manifest
 from recsys.errors import ModelError
+from recsys.hashing import file_sha256
 from recsys.settings import Settings
 from training.data import load_interactions, to_csr
 from training.evaluate import TrainResult, train_and_evaluate

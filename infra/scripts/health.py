@@ -23,7 +23,6 @@ from pathlib import Path
 
 import httpx
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
 from recsys.settings import Settings
 

@@ -56,7 +56,7 @@ def make_payload(users: int, items: int, top_n: int, similar_n: int, factors: in
 
 
 def bare_insert(db, payload: PublishPayload, batch_size: int) -> float:  # type: ignore[no-untyped-def]
-    """Seconds spent in insert_many for the same documents publish writes."""
+    """Seconds spent in insert_many for the same documents publish writes (explanations too)."""
     item_ids = np.asarray([str(x) for x in payload.item_ids.tolist()], dtype=object)
     user_ids = [str(x) for x in payload.user_ids.tolist()]
     n_items = len(item_ids)
@@ -67,9 +67,14 @@ def bare_insert(db, payload: PublishPayload, batch_size: int) -> float:  # type:
                                           n_items)
     pop = payload.popular_items.reshape(1, -1)
     pop_scores = payload.popular_scores.reshape(1, -1)
+    explain = payload.rec_explain_items is not None
     sources = {
         "recs": serving_store._ranked_docs(user_ids, payload.rec_items, payload.rec_scores,
-                                           rec_len, item_ids, base, attributes=attrs),
+                                           rec_len, item_ids, base, attributes=attrs,
+                                           explain_idx=payload.rec_explain_items if explain
+                                           else None,
+                                           explain_scores=payload.rec_explain_scores if explain
+                                           else None),
         "similar": serving_store._ranked_docs(list(item_ids), payload.similar_items,
                                               payload.similar_scores, sim_len, item_ids, base,
                                               attributes=attrs),

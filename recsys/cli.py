@@ -190,6 +190,38 @@ def serve(
                 port=port or settings.api_port, workers=workers, log_level="info")
 
 
+@app.command()
+def bench(
+    size: Annotated[str, typer.Option(help="small (100k interactions), medium (5M) or large "
+                                           "(50M, 1M users, 100k items)")] = "small",
+    work: Annotated[Path | None, typer.Option(help="work folder (default: a temp dir, removed "
+                                                   "afterwards unless --keep)")] = None,
+    results: Annotated[Path | None, typer.Option(help="where <size>.json and <size>.md go "
+                                                      "(default: bench/results)")] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="only these stages (repeatable): "
+                                                         "validation, features, training, "
+                                                         "publish, serving")] = None,
+    uri: Annotated[str | None, typer.Option(help="an existing MongoDB (default: an embedded "
+                                                 "secantusd-py in the work folder)")] = None,
+    keep: Annotated[bool, typer.Option(help="keep the temp work folder")] = False,
+) -> None:
+    """Run every stage beside its raw baseline on generated data; write bench/results/."""
+    from bench.runner import RESULTS_DIR, SIZES, STAGES, run_benchmark
+
+    if size not in SIZES:
+        raise _fail(f"--size must be one of {', '.join(SIZES)} (got {size!r})", code=2)
+    unknown = sorted(set(stage or ()) - set(STAGES))
+    if unknown:
+        raise _fail(f"unknown --stage {', '.join(unknown)}; choose from {', '.join(STAGES)}",
+                    code=2)
+    out = run_benchmark(SIZES[size], work=work, uri=uri, results_dir=results or RESULTS_DIR,
+                        stages=tuple(stage) if stage else STAGES, keep=keep, echo=typer.echo)
+    from bench.runner import markdown
+
+    typer.echo("")
+    typer.echo(markdown(out))
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m recsys`
     try:
         app()

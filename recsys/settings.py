@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # Evaluation
     eval_k: int = Field(10, ge=1)
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    eval_max_users: int | None = Field(
+        100_000, ge=1, description="score a seeded sample of this many users in evaluation and "
+        "the gate (None: all users)")
     # Champion/challenger: publish only if challenger > champion + margin on this metric at eval_k
     gate_metric: Literal["precision", "recall", "ndcg", "map"] = "ndcg"
     gate_margin: float = Field(0.0, ge=0, description="absolute margin the challenger must beat")

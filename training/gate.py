@@ -32,7 +32,7 @@ from features.snapshot import Manifest
 from recsys.errors import ModelError
 from recsys.settings import Settings
 from training.data import InteractionMatrix, load_interactions, to_csr
-from training.evaluate import ranking_metrics, split_per_user
+from training.evaluate import evaluation_users, ranking_metrics, split_per_user
 from training.explain import fold_in_users
 from training.model import PAD_ITEM, AlsParams, apply_weighting
 from training.registry import METADATA_FILE, load_model, read_metadata
@@ -86,8 +86,10 @@ def _positions(reference: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def champion_recommendations(champion_dir: Path, data: InteractionMatrix, train: sp.csr_matrix,
-                             k: int, *, batch_size: int = 2048) -> np.ndarray:
-    """Top-k of the champion for every user of `data`, in `data`'s item indices.
+                             k: int, *, batch_size: int = 2048,
+                             users: np.ndarray | None = None) -> np.ndarray:
+    """Top-k of the champion for every user of `data` (or for the rows `users`), in `data`'s
+    item indices.
 
     Args:
         champion_dir: the champion's model directory.
@@ -96,9 +98,11 @@ def champion_recommendations(champion_dir: Path, data: InteractionMatrix, train:
             (used for the fold-in and filtered out of the candidates).
         k: list length.
         batch_size: users scored per matrix product.
+        users: the evaluation sample (`training.evaluate.evaluation_users`); None: all users.
 
     Returns:
-        (n_users, k) int32 item indices of `data`, -1 where the champion has nothing to offer.
+        (n_users or len(users), k) int32 item indices of `data`, -1 where the champion has
+        nothing to offer.
     """
     model, champ_users, champ_items, champ_meta = load_model(champion_dir)
     params = AlsParams(**champ_meta["params"])
@@ -106,15 +110,19 @@ def champion_recommendations(champion_dir: Path, data: InteractionMatrix, train:
                               dtype=np.float32)
     # item index of `data` -> champion item index (-1: unknown to the champion)
     item_map = _positions(champ_items, data.item_ids)
-    known_user = _positions(champ_users, data.user_ids) >= 0
+    user_ids = data.user_ids if users is None else data.user_ids[users]
+    known_user = _positions(champ_users, user_ids) >= 0
+    if users is not None:
+        train = train[users]
+    n_users = train.shape[0]
     log.info("gate: champion %s knows %d/%d users and %d/%d items", champion_dir.name,
-             int(known_user.sum()), data.n_users, int((item_map >= 0).sum()), data.n_items)
+             int(known_user.sum()), n_users, int((item_map >= 0).sum()), data.n_items)
 
     # the users' training history in the champion's item space (unknown items dropped)
     coo = train.tocoo()
     keep = item_map[coo.col] >= 0
     history = to_csr(sp.coo_matrix((coo.data[keep], (coo.row[keep], item_map[coo.col[keep]])),
-                                   shape=(data.n_users, len(champ_items))))
+                                   shape=(n_users, len(champ_items))))
     confidence = to_csr(apply_weighting(history, params.weighting) * params.alpha)
     users = fold_in_users(item_factors, confidence, regularization=params.regularization)
 
@@ -122,13 +130,13 @@ def champion_recommendations(champion_dir: Path, data: InteractionMatrix, train:
     back = np.full(len(champ_items), PAD_ITEM, dtype=np.int64)
     back[item_map[item_map >= 0]] = np.flatnonzero(item_map >= 0)
     recommendable = back >= 0
-    out = np.full((data.n_users, k), PAD_ITEM, dtype=np.int32)
+    out = np.full((n_users, k), PAD_ITEM, dtype=np.int32)
     n_ask = min(k, int(recommendable.sum()))
     if n_ask == 0:
         return out
     with threadpool_limits(1, "blas"):
-        for start in range(0, data.n_users, batch_size):
-            stop = min(start + batch_size, data.n_users)
+        for start in range(0, n_users, batch_size):
+            stop = min(start + batch_size, n_users)
             scores = users[start:stop] @ item_factors.T
             scores[:, ~recommendable] = -np.inf
             block = history[start:stop]
@@ -196,8 +204,12 @@ def decide(challenger_dir: Path, manifest: Manifest, *, settings: Settings,
     train, test = split_per_user(data.matrix, float(metrics.get("holdout_fraction",
                                                                 settings.holdout_fraction)),
                                  seed=int(metrics.get("split_seed", meta["params"]["seed"])))
-    recs = champion_recommendations(champion_dir, data, train, k)
-    champion = float(ranking_metrics(recs, test, k, n_items=data.n_items)[key])
+    # The same users the challenger's metrics were computed on.
+    sample = evaluation_users(data.n_users, metrics.get("max_eval_users"),
+                              int(metrics.get("split_seed", meta["params"]["seed"])))
+    recs = champion_recommendations(champion_dir, data, train, k, users=sample)
+    champion = float(ranking_metrics(recs, test if sample is None else test[sample], k,
+                                     n_items=data.n_items)[key])
 
     publish = challenger > champion + margin
     verdict = "publishing the challenger" if publish else f"keeping champion {champion_version}"

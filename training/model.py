@@ -31,6 +31,7 @@ PAD_SCORE = 0.0
 _FILTERED_SCORE = float(np.finfo(np.float32).min)
 
 WEIGHTINGS = ("raw", "log1p", "bm25", "binary")
+BM25_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,11 @@ def apply_weighting(matrix: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
     elif weighting == "bm25":
         from implicit.nearest_neighbours import bm25_weight
 
-        weighted = bm25_weight(matrix.T.tocsr(), K1=100, B=0.8).T.tocsr()
-        out = to_csr(weighted)
+        weighted = to_csr(bm25_weight(matrix.T.tocsr(), K1=100, B=0.8).T.tocsr())
+        # implicit >= 0.7.3's idf, log(N) - log1p(df), is 0 or below for items (nearly) every
+        # user has: keep them a weak positive rather than a zero or negative confidence.
+        weighted.data = np.maximum(weighted.data, BM25_FLOOR).astype(np.float32)
+        out = weighted
     else:
         raise ModelError(f"unknown confidence weighting {weighting!r}; expected one of "
                          f"{WEIGHTINGS}")
@@ -167,37 +171,46 @@ def _pad(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
 
 
 def recommend_top_n(model: AlternatingLeastSquares, user_items: sp.csr_matrix, n: int, *,
-                    batch_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n items for every user, excluding the items in that user's row of `user_items`.
+                    batch_size: int = 10_000,
+                    users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n items for every user (or for `users`), excluding the items in the user's row of
+    `user_items`.
 
     Args:
         model: a fitted model whose users/items are the rows/columns of `user_items`.
         user_items: (n_users, n_items) csr_matrix; its non-zeros are filtered out on purpose.
         n: list length.
         batch_size: users per `model.recommend` call.
+        users: row indices to recommend for (e.g. an evaluation sample); None means all rows.
 
     Returns:
-        (items, scores): (n_users, n) int32 item indices best first and float32 scores; users
-        with fewer than n candidate items are padded with -1 / 0.0.
+        (items, scores): (len(users) or n_users, n) int32 item indices best first and float32
+        scores, row r for user `users[r]`; users with fewer than n candidate items are padded
+        with -1 / 0.0.
     """
     check_csr(user_items, name="recommend_top_n user_items")
     if n < 1 or batch_size < 1:
         raise ModelError(f"n and batch_size must be >= 1 (got n={n}, batch_size={batch_size})")
     n_users, n_items = user_items.shape
     _check_model(model, n_users=n_users, n_items=n_items)
+    wanted = (np.arange(n_users, dtype=np.int32) if users is None
+              else np.asarray(users, dtype=np.int32))
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= n_users):
+        raise ModelError(f"users must be row indices in [0, {n_users})")
     n_ask = min(n, n_items)  # implicit's topk returns garbage columns beyond n_items
-    out_items = np.full((n_users, n), PAD_ITEM, dtype=np.int32)
-    out_scores = np.full((n_users, n), PAD_SCORE, dtype=np.float32)
+    out_items = np.full((len(wanted), n), PAD_ITEM, dtype=np.int32)
+    out_scores = np.full((len(wanted), n), PAD_SCORE, dtype=np.float32)
     with threadpool_limits(1, "blas"):
-        for start in range(0, n_users, batch_size):
-            userids = np.arange(start, min(start + batch_size, n_users), dtype=np.int32)
+        for start in range(0, len(wanted), batch_size):
+            stop = min(start + batch_size, len(wanted))
+            userids = wanted[start:stop]
             rows = user_items[userids]
             if rows.shape[0] != len(userids):
                 raise ModelError("user_items batch does not have one row per requested user")
             ids, scores = model.recommend(userids, rows, N=n_ask,
                                           filter_already_liked_items=True)
             ids, scores = _pad(np.atleast_2d(ids), np.atleast_2d(scores), n)
-            out_items[userids], out_scores[userids] = ids, scores
+            out_items[start:stop], out_scores[start:stop] = ids, scores
     return out_items, out_scores
 
 

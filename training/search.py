@@ -29,6 +29,7 @@ from training.data import InteractionMatrix, check_csr
 from training.evaluate import (
     TrainResult,
     evaluate_and_refit,
+    evaluation_users,
     ranking_metrics,
     split_per_user,
 )
@@ -176,7 +177,8 @@ def objective_key(objective: str, k: int) -> str:
 
 def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
                validation_fraction: float = 0.25, seed: int = 42, objective: str = "ndcg",
-               max_trials: int | None = None, num_threads: int = 0) -> SearchResult:
+               max_trials: int | None = None, num_threads: int = 0,
+               max_eval_users: int | None = None) -> SearchResult:
     """Pick ALS hyperparameters on a validation split carved from `train` only.
 
     Args:
@@ -189,6 +191,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
         objective: "precision", "recall", "ndcg" or "map" (at k), maximised.
         max_trials: when smaller than the grid, a seeded random sample of the grid is tried.
         num_threads: implicit's threads per fit (0 = all cores).
+        max_eval_users: score a seeded sample of this many users per trial (None: all).
 
     Returns:
         The SearchResult; `best` carries `seed`.
@@ -207,6 +210,9 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
             rng = np.random.default_rng(seed)
             picked = np.sort(rng.choice(len(candidates), size=max_trials, replace=False))
             candidates = [candidates[i] for i in picked]
+    sample = evaluation_users(train.shape[0], max_eval_users, seed + 1)
+    if sample is not None:
+        validation = validation[sample]
     log.info("search: %d trials on %d fit / %d validation interactions, objective %s",
              len(candidates), fit_part.nnz, validation.nnz, key)
 
@@ -215,7 +221,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
         t0 = time.perf_counter()
         model = fit_als(fit_part, params, num_threads=num_threads)
         seconds = time.perf_counter() - t0
-        recs, _ = recommend_top_n(model, fit_part, k)
+        recs, _ = recommend_top_n(model, fit_part, k, users=sample)
         metrics = ranking_metrics(recs, validation, k, n_items=train.shape[1])
         trial = Trial(number=number, params=params, metrics=metrics,
                       fit_seconds=round(seconds, 4))
@@ -239,8 +245,8 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
 
 def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: int, k: int = 10,
                         holdout_fraction: float = 0.25, objective: str = "ndcg",
-                        max_trials: int | None = None,
-                        num_threads: int = 0) -> tuple[TrainResult, SearchResult]:
+                        max_trials: int | None = None, num_threads: int = 0,
+                        max_eval_users: int | None = None) -> tuple[TrainResult, SearchResult]:
     """The full protocol: holdout split -> search on train only -> test metrics -> refit on all.
 
     Args:
@@ -252,6 +258,8 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
         objective: metric maximised on validation.
         max_trials: optional cap (seeded random sample of the grid).
         num_threads: implicit's threads.
+        max_eval_users: evaluate trials and the test split on a seeded sample of this many
+            users (`training.evaluate.evaluation_users`); None: all users.
 
     Returns:
         (TrainResult of the chosen parameters with its test metrics and the model refitted on all
@@ -259,7 +267,9 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
     """
     train, test = split_per_user(data.matrix, holdout_fraction, seed=seed)
     search = search_als(train, space, k=k, validation_fraction=holdout_fraction, seed=seed,
-                        objective=objective, max_trials=max_trials, num_threads=num_threads)
+                        objective=objective, max_trials=max_trials, num_threads=num_threads,
+                        max_eval_users=max_eval_users)
     result = evaluate_and_refit(data, train, test, search.best, k=k,
-                                holdout_fraction=holdout_fraction, num_threads=num_threads)
+                                holdout_fraction=holdout_fraction, num_threads=num_threads,
+                                max_eval_users=max_eval_users)
     return result, search

@@ -77,13 +77,15 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
         result, found = search_and_evaluate(
             data, search_space_from_settings(settings), seed=settings.seed, k=settings.eval_k,
             holdout_fraction=settings.holdout_fraction, objective=settings.search_objective,
+            max_eval_users=settings.eval_max_users,
             max_trials=settings.search_max_trials)
         metadata["search"] = found.summary()
         extra_files = {SEARCH_TRIALS_JSONL: found.trials_jsonl(),
                        SEARCH_TRIALS_MD: found.trials_markdown()}
     else:
         result = train_and_evaluate(data, params_from_settings(settings), k=settings.eval_k,
-                                    holdout_fraction=settings.holdout_fraction)
+                                    holdout_fraction=settings.holdout_fraction,
+                                    max_eval_users=settings.eval_max_users)
     model_dir = save_model(result, data, models_root=settings.models_dir, version=version,
                            metadata=metadata, extra_files=extra_files)
     return model_dir, result

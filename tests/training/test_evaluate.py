@@ -11,12 +11,13 @@ import scipy.sparse as sp
 from recsys.errors import ModelError
 from training.data import InteractionMatrix, to_csr
 from training.evaluate import (
+    evaluation_users,
     popularity_recommendations,
     ranking_metrics,
     split_per_user,
     train_and_evaluate,
 )
-from training.model import AlsParams
+from training.model import AlsParams, fit_als, recommend_top_n
 
 
 def csr(dense) -> sp.csr_matrix:
@@ -154,3 +155,35 @@ def test_train_and_evaluate_on_checkerboard(checkerboard, small_params: AlsParam
     # the published model is refitted on all data
     assert result.model.user_factors.shape == (20, small_params.factors)
     assert result.params == small_params
+
+
+def test_evaluation_users_samples_deterministically_only_above_the_cap() -> None:
+    assert evaluation_users(1000, None, seed=1) is None
+    assert evaluation_users(1000, 1000, seed=1) is None
+    sample = evaluation_users(1000, 100, seed=1)
+    assert sample is not None and len(sample) == 100 and len(np.unique(sample)) == 100
+    assert np.all(np.diff(sample) > 0) and sample.min() >= 0 and sample.max() < 1000
+    assert np.array_equal(sample, evaluation_users(1000, 100, seed=1))
+    assert not np.array_equal(sample, evaluation_users(1000, 100, seed=2))
+
+
+def test_sampled_evaluation_scores_exactly_the_sampled_users(small_params: AlsParams) -> None:
+    rng = np.random.default_rng(5)
+    dense = (rng.random((300, 60)) < 0.15) * rng.integers(1, 6, size=(300, 60))
+    matrix = csr(dense)
+    data = InteractionMatrix(matrix=matrix, user_ids=np.arange(300).astype(str),
+                             item_ids=np.arange(60).astype(str))
+    full = train_and_evaluate(data, small_params, k=3, holdout_fraction=0.25)
+    sampled = train_and_evaluate(data, small_params, k=3, holdout_fraction=0.25,
+                                 max_eval_users=120)
+    assert sampled.metrics["max_eval_users"] == 120
+    assert sampled.metrics["als"]["users"] <= 120 < full.metrics["als"]["users"]
+    # the same model on the same split: the sample's metrics equal the full recs restricted to it
+    train, test = split_per_user(matrix, 0.25, seed=small_params.seed)
+    sample = evaluation_users(300, 120, small_params.seed)
+    model = fit_als(train, small_params)
+    recs, _ = recommend_top_n(model, train, 3)
+    expected = ranking_metrics(recs[sample], test[sample], 3, n_items=60)
+    assert sampled.metrics["als"] == pytest.approx(expected)
+    sampled_recs, _ = recommend_top_n(model, train, 3, users=sample)
+    assert np.array_equal(sampled_recs, recs[sample])

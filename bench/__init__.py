@@ -1,0 +1,1 @@
+"""Benchmarks: the stage-by-stage runner (`recsys bench`) and per-stage scripts."""

@@ -1,0 +1,84 @@
+"""`recsys bench`: the stage runner on a tiny size against a real server, and its summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.runner import PIPELINE_STAGES, STAGES, Size, markdown, run_benchmark, summarize
+
+
+def _phase(seconds: float, rss: float = 100.0, **extra: float) -> dict[str, float]:
+    return {"seconds": seconds, "peak_rss_mib": rss, **extra}
+
+
+def test_summary_sums_the_pipeline_stages_and_keeps_serving_apart() -> None:
+    results = {
+        "size": {"name": "t", "interactions": 1000, "users": 10, "items": 5,
+                 "serving_seconds": 1},
+        "machine": {"cpus": 2, "memory_gib": 24.0}, "started_at": "now",
+        "phases": {
+            "generate": _phase(1.0),
+            "validation/baseline": _phase(1.0), "validation/ours": _phase(4.0, 300.0),
+            "features/baseline": _phase(10.0), "features/ours": _phase(11.0, 200.0),
+            "training/baseline": _phase(20.0), "training/ours": _phase(25.0, 900.0),
+            "publish/baseline": _phase(30.0, documents=300), "publish/ours": _phase(30.0),
+            "serving/baseline": _phase(5.0, rps=500.0), "serving/ours": _phase(5.0, rps=400.0),
+        },
+    }
+    summary = summarize(results)
+    assert summary["stages"]["features"]["ratio"] == pytest.approx(1.1)
+    assert summary["stages"]["serving"]["throughput_ratio"] == pytest.approx(0.8)
+    e2e = summary["end_to_end"]
+    assert (e2e["ours_seconds"], e2e["baseline_seconds"]) == (70.0, 61.0)
+    assert e2e["ratio"] == pytest.approx(70 / 61)
+    assert e2e["peak_rss_mib"] == 900.0
+    table = markdown({**results, "summary": summary})
+    assert "| **end to end** (validation..publish) | **70.0** |" in table
+    assert "| publish | 30.0 | insert_many of the same documents | 30.0 | 1.00 |" in table
+    assert "10 docs/s" in table
+
+
+def test_summary_without_every_stage_has_no_end_to_end() -> None:
+    results = {"phases": {"features/baseline": _phase(2.0), "features/ours": _phase(3.0)}}
+    summary = summarize(results)
+    assert list(summary["stages"]) == ["features"]
+    assert "end_to_end" not in summary
+
+
+@pytest.mark.integration
+def test_tiny_run_measures_every_stage_beside_its_baseline(tmp_path: Path,
+                                                           mongo_uri: str) -> None:
+    stages = STAGES if shutil.which("wrk") else PIPELINE_STAGES
+    size = Size("tiny", interactions=20_000, users=800, items=300, serving_seconds=1)
+    results = run_benchmark(size, work=tmp_path / "work", uri=mongo_uri,
+                            results_dir=tmp_path / "results", stages=stages,
+                            echo=lambda _: None)
+
+    saved = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert saved["phases"].keys() == results["phases"].keys()
+    assert set(saved["summary"]["stages"]) == set(stages)
+    phases = saved["phases"]
+    assert phases["validation/ours"]["success"] is True
+    assert phases["validation/baseline"]["rows"] == sum(phases["validation/ours"]["rows"]
+                                                        .values())
+    assert phases["features/ours"]["rows"]["interactions"] > 0
+    n_users, n_items = phases["training/baseline"]["shape"]
+    assert phases["publish/ours"]["counts"]["users"] == n_users
+    assert phases["publish/ours"]["counts"]["items"] == n_items
+    assert phases["publish/ours"]["active_version"] == "bench"
+    assert phases["publish/baseline"]["documents"] == 2 * n_users + 2 * n_items + 1
+    assert phases["training/ours"]["metrics"]["als"]["ndcg@10"] > 0
+    for phase in phases.values():
+        assert phase["seconds"] >= 0 and phase["peak_rss_mib"] > 0
+    if "serving" in stages:
+        assert phases["serving/ours"]["errors"] == 0
+        assert phases["serving/ours"]["requests"] > 0
+    e2e = saved["summary"]["end_to_end"]
+    assert e2e["ours_seconds"] == pytest.approx(
+        sum(phases[f"{s}/ours"]["seconds"] for s in PIPELINE_STAGES), abs=0.01)
+    table = (tmp_path / "results" / "tiny.md").read_text()
+    assert all(f"| {stage} |" in table for stage in stages)

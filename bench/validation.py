@@ -8,11 +8,19 @@ fresh process (so one phase's memory does not help the next):
 * `validate`      -- `ingest.validate.validate_batch` (three GE checkpoints, helper columns,
                      SUMMARY results), without Data Docs;
 * `validate+docs` -- the same with GE Data Docs built, as the pipeline does;
+* `ingest_batch`  -- the whole stage, `ingest.stage.ingest_batch` (read, validate, normalize,
+                     write `raw/<run id>/`), Data Docs off, in a temporary data dir, holding the
+                     interactions whole;
+* `ingest_batch/chunked` -- the same streaming the interactions `--chunk-rows` rows at a time
+                     (`RECSYS_VALIDATE_CHUNK_ROWS`); only with `--chunk-rows`;
 
-and prints the figures and the ratio (read_batch + validate) / pyarrow-read, plus peak RSS.
+and prints the figures and the ratio (read_batch + validate) / pyarrow-read, plus peak RSS
+(`VmHWM` of the phase's own process).
 
     .venv/bin/python bench/validation.py --interactions 1000000 2000000
     .venv/bin/python bench/validation.py --interactions 10000000   # the issue's full size
+    .venv/bin/python bench/validation.py --interactions 2000000 --chunk-rows 500000 \
+        --phases ingest_batch ingest_batch/chunked
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PHASES = ("pyarrow-read", "read_batch", "validate", "validate+docs")
+PHASES = ("pyarrow-read", "read_batch", "validate", "validate+docs", "ingest_batch",
+          "ingest_batch/chunked")
 
 
 def generate(out_dir: Path, interactions: int, seed: int = 7) -> None:
@@ -56,7 +65,7 @@ def generate(out_dir: Path, interactions: int, seed: int = 7) -> None:
     }), out_dir / "interactions.parquet", row_group_size=1_000_000)
 
 
-def _phase(phase: str, batch_dir: Path) -> dict[str, float]:
+def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[str, float]:
     """Run one phase in this process; return its seconds and peak RSS (MiB)."""
     import pyarrow.parquet as pq
 
@@ -65,7 +74,21 @@ def _phase(phase: str, batch_dir: Path) -> dict[str, float]:
     from recsys.settings import Settings
 
     result: dict[str, float] = {}
-    if phase == "pyarrow-read":
+    if phase.startswith("ingest_batch"):
+        from ingest.stage import ingest_batch
+
+        _import_gx()  # the one-off import (~10 s) is not what we measure
+        data_dir = Path(tempfile.mkdtemp(prefix="ingest-", dir=batch_dir.parent))
+        whole = phase == "ingest_batch"
+        settings = Settings(data_dir=data_dir, validation_data_docs=False,
+                            validate_chunk_rows=10**12 if whole else chunk_rows)
+        started = time.perf_counter()
+        raw_files, report = ingest_batch(batch_dir, run_id="bench", settings=settings)
+        result["seconds"] = time.perf_counter() - started
+        result["success"] = float(report.success)
+        result["rows_written"] = pq.ParquetFile(raw_files["interactions"]).metadata.num_rows
+        shutil.rmtree(data_dir, ignore_errors=True)
+    elif phase == "pyarrow-read":
         pq.read_schema(batch_dir / "users.parquet")  # first-call set-up is not reading
         timings = []
         for _ in range(3):  # best of three: the baseline is cheap, keep it honest
@@ -106,13 +129,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interactions", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="also run ingest_batch streaming interactions this many rows at a "
+                             "time (phase ingest_batch/chunked)")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=None,
+                        help="phases to run (default: all that apply)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.phase:  # child process
-        print(json.dumps(_phase(args.phase, args.batch)))
+        print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows)))
         return
+    phases = [p for p in (args.phases or PHASES)
+              if p != "ingest_batch/chunked" or args.chunk_rows is not None]
+    if "ingest_batch/chunked" in (args.phases or ()) and args.chunk_rows is None:
+        parser.error("phase ingest_batch/chunked needs --chunk-rows")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="valbench-"))
     for n in args.interactions:
@@ -124,22 +156,26 @@ def main() -> None:
               f"{(case / 'batch' / 'interactions.parquet').stat().st_size / 2**20:.1f} MiB "
               "parquet)")
         figures: dict[str, dict[str, float]] = {}
-        for phase in PHASES:
+        for phase in phases:
+            extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
             proc = subprocess.run(
-                [sys.executable, __file__, "--phase", phase, "--batch", str(case / "batch")],
-                capture_output=True, text=True, check=False, cwd=REPO)
+                [sys.executable, __file__, "--phase", phase, "--batch", str(case / "batch"),
+                 *extra], capture_output=True, text=True, check=False, cwd=REPO)
             if proc.returncode != 0:
                 raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
             figures[phase] = json.loads(proc.stdout.strip().splitlines()[-1])
             f = figures[phase]
             detail = (f" (read {f['read_seconds']:.2f}s + validate "
                       f"{f.get('validate_seconds', 0.0):.2f}s)" if "read_seconds" in f else "")
-            print(f"  {phase:<14} {f['seconds']:8.2f}s{detail}  peak RSS "
+            if phase == "ingest_batch/chunked":
+                detail = f" (chunks of {args.chunk_rows:,} rows)"
+            print(f"  {phase:<20} {f['seconds']:8.2f}s{detail}  peak RSS "
                   f"{f['peak_rss_mib']:,.0f} MiB")
-        base = figures["pyarrow-read"]["seconds"]
-        print(f"  ratio validate/pyarrow-read: {figures['validate']['seconds'] / base:.1f}x; "
-              f"with Data Docs: {figures['validate+docs']['seconds'] / base:.1f}x; "
-              f"GE part alone: {figures['validate']['validate_seconds'] / base:.1f}x")
+        if {"pyarrow-read", "validate", "validate+docs"} <= set(figures):
+            base = figures["pyarrow-read"]["seconds"]
+            print(f"  ratio validate/pyarrow-read: {figures['validate']['seconds'] / base:.1f}x; "
+                  f"with Data Docs: {figures['validate+docs']['seconds'] / base:.1f}x; "
+                  f"GE part alone: {figures['validate']['validate_seconds'] / base:.1f}x")
         shutil.rmtree(case, ignore_errors=True)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

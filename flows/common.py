@@ -36,9 +36,10 @@ PUBLISH_LOCK_TIMEOUT_S = 3600.0
 
 # Settings that change what a stage produces; a change to any of them invalidates the cache.
 TRAINING_SETTINGS = ("factors", "regularization", "alpha", "iterations", "seed", "eval_k",
-                     "holdout_fraction", "weighting", "search", "search_space_file",
-                     "search_objective", "search_max_trials", "eval_max_users")
-SCORING_SETTINGS = ("top_n", "similar_n", "popular_n", "explain_n")
+                     "holdout_fraction", "holdout_split", "weighting", "search",
+                     "search_space_file", "search_objective", "search_max_trials",
+                     "eval_max_users", "als_device")
+SCORING_SETTINGS = ("top_n", "similar_n", "popular_n", "explain_n", "score_backend")
 
 
 def results_dir(settings: Settings) -> Path:

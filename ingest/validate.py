@@ -19,6 +19,11 @@ interactions are checked against the users and items that survive.
 Checks that GE cannot express on the raw column (timestamp parseability, numeric rating/weight/
 age, references) run on helper columns added to a *copy* of the frame; their names start with
 ``_`` and the suite's ``meta.column`` names the input column they check.
+
+A table too large to hold whole (`Batch.chunked`, interactions above
+``Settings.validate_chunk_rows``) is validated chunk by chunk through one checkpoint and its
+results merged into the report a whole-frame run would give (`_validate_chunked`); its row
+count and duplicate keys are evaluated over the whole file (`ingest.duplicates`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from ingest.reader import (
     TIMESTAMP_MAX,
     TIMESTAMP_MIN,
     Batch,
+    TableChunks,
     parse_timestamps,
 )
 from recsys.errors import InputFileError
@@ -208,11 +214,18 @@ def validate_batch(
     settings: Settings | None = None,
     docs_dir: Path | None = None,
     now: pd.Timestamp | None = None,
+    on_chunk: ChunkCallback | None = None,
 ) -> ValidationReport:
     """Run the three suites of `expectations_dir` on `batch` (raw frames from `read_batch`).
 
     Interactions may reference users/items of this batch (those not dropped) or the ids in
     `known_user_ids` / `known_item_ids` (ids of earlier batches).
+
+    A table in `Batch.chunked` is validated chunk by chunk (`_validate_chunked`) and its
+    results merged into the same report a whole-frame run gives: unexpected counts summed,
+    samples from the first chunks, row numbers global, success decided on the totals; row
+    count and duplicate keys are evaluated over the whole file. Its rows are handed to
+    `on_chunk` as they are validated; ``report.invalid_index`` has no entry for it.
 
     Args:
         batch: the raw batch.
@@ -222,6 +235,9 @@ def validate_batch(
         settings: contract policies and bounds (`Settings()` when None).
         docs_dir: when given, GE Data Docs for this run are built there.
         now: the clock for the future-timestamp rule (default: the current UTC time).
+        on_chunk: for chunked tables, called with each chunk's rows to keep and, under the
+            ``drop`` policy, those to drop (see `ChunkCallback`). The verdict on the batch
+            comes at the end: a caller writing chunks must discard them if it fails.
 
     Returns:
         The report; this function never raises on bad data (the caller decides, typically
@@ -229,6 +245,9 @@ def validate_batch(
 
     Raises:
         FileNotFoundError: a suite file is missing from `expectations_dir`.
+        InputFileError: a chunked file turned out unreadable part-way.
+        ValueError: the suite of a chunked table holds an expectation that needs the whole
+            table at once (see `_chunk_plan`).
     """
     gx = _import_gx()
     started = time.perf_counter()
@@ -259,54 +278,72 @@ def validate_batch(
                 "item_id": _id_set(_kept(batch.items, report, "items"), "item_id",
                                    known_extra["item_id"]),
             }
-        frame = _prepare_frame(dataset, raw, known, suite=suite, latest=latest)
         result_format: dict[str, Any] = {
             # COMPLETE lists every offending row index, which `drop` needs.
             "result_format": "COMPLETE" if drop else "SUMMARY",
             "partial_unexpected_count": SAMPLE_SIZE,
             "include_unexpected_rows": False,
         }
-        checkpoint = _get_or_create_checkpoint(gx, context, datasource, dataset, suite,
-                                               result_format)
-        result = _run_checkpoint(checkpoint, frame, parameters)
         file = str(batch.sources.get(dataset, batch.input_dir / dataset))
-        entries = _collect_results(result, suite, dataset, file, frame, list(raw.columns))
+        chunks = batch.chunked.get(dataset)
+        if chunks is not None:
+            outcome = _validate_chunked(
+                gx, context, datasource, dataset, suite, chunks, raw,
+                known={k: pd.Index(list(v), dtype="str") for k, v in known.items()},
+                latest=latest, parameters=parameters, result_format=result_format,
+                file=file, on_chunk=on_chunk)
+            entries, rows, chunked_invalid = outcome.entries, outcome.rows, outcome.invalid_rows
+        else:
+            frame = _prepare_frame(dataset, raw, known, suite=suite, latest=latest)
+            checkpoint = _get_or_create_checkpoint(gx, context, datasource, dataset, suite,
+                                                   result_format)
+            result = _run_checkpoint(checkpoint, frame, parameters)
+            input_columns = list(raw.columns)
+            entries = _collect_results(result, suite, dataset, file,
+                                       lambda i, f=frame, c=input_columns: _row(f, i, c),
+                                       input_columns)
+            rows, chunked_invalid = len(frame), None
         report.results.extend(
             {k: e[k] for k in ("suite", "expectation", "rule", "column", "success", "observed")}
             for e in entries)
         failing = [e for e in entries if not e["success"]]
         blocking = failing
         if drop and failing and all(e["row_level"] for e in failing):
-            by_rule = {e["rule"] or e["expectation"]: pd.Index(e["index"]) for e in failing}
-            invalid = pd.Index([])
-            for index in by_rule.values():
-                invalid = invalid.union(index)
-            fraction = len(invalid) / len(frame) if len(frame) else 1.0
+            if chunked_invalid is None:
+                by_rule = _invalid_by_rule(failing, suite)
+                invalid = pd.Index([])
+                for index in by_rule.values():
+                    invalid = invalid.union(index)
+                invalid_rows = len(invalid)
+            else:
+                invalid_rows = chunked_invalid
+            fraction = invalid_rows / rows if rows else 1.0
             if fraction <= contract.max_invalid_fraction:
-                report.invalid_index[dataset] = invalid
-                report.invalid_by_rule[dataset] = by_rule
+                if chunked_invalid is None:
+                    report.invalid_index[dataset] = invalid
+                    report.invalid_by_rule[dataset] = by_rule
                 report.dropped[dataset] = {
-                    "rows": int(len(invalid)), "fraction": fraction,
+                    "rows": int(invalid_rows), "fraction": fraction,
                     "max_invalid_fraction": contract.max_invalid_fraction,
                     "rules": [e["rule"] or e["expectation"] for e in failing],
                     "file": None,
                 }
                 blocking = []
             else:
-                blocking = [*failing, _fraction_failure(dataset, file, len(invalid), len(frame),
+                blocking = [*failing, _fraction_failure(dataset, file, invalid_rows, rows,
                                                         contract.max_invalid_fraction)]
         report.failures.extend(_public_failure(e) for e in blocking)
-        stats = result.statistics
+        successful = sum(1 for e in entries if e["success"])
         report.suites.append({
             "suite": suite.name,
             "dataset": dataset,
             "file": file,
             "success": not blocking,
-            "rows": len(frame),
+            "rows": rows,
             "policy": contract.policy,
-            "evaluated": int(stats["evaluated_expectations"]),
-            "successful": int(stats["successful_expectations"]),
-            "unsuccessful": int(stats["unsuccessful_expectations"]),
+            "evaluated": len(entries),
+            "successful": successful,
+            "unsuccessful": len(entries) - successful,
             "seconds": round(time.perf_counter() - t0, 3),
         })
     report.success = not report.failures
@@ -329,17 +366,43 @@ def split_invalid_rows(batch: Batch, report: ValidationReport
     dropped: dict[str, pd.DataFrame] = {}
     frames: dict[str, pd.DataFrame] = {}
     for dataset, index in report.invalid_index.items():
-        frame = batch.frame(dataset)
-        mask = frame.index.isin(index)
-        aside = frame.loc[mask].copy()
-        rules = pd.Series("", index=aside.index, dtype="object")
-        for rule, failed in report.invalid_by_rule.get(dataset, {}).items():
-            hit = aside.index.isin(failed)
-            rules[hit] = rules[hit] + ";" + rule
-        aside["_failed_rules"] = rules.str.lstrip(";")
-        dropped[dataset] = aside
-        frames[dataset] = frame.loc[~mask]
+        frames[dataset], dropped[dataset] = _set_aside(
+            batch.frame(dataset), index, report.invalid_by_rule.get(dataset, {}))
     return replace(batch, **frames), dropped
+
+
+def _set_aside(frame: pd.DataFrame, index: pd.Index, by_rule: dict[str, pd.Index]
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows kept, rows dropped with ``_failed_rules``) of `frame` for the labels `index`."""
+    mask = frame.index.isin(index)
+    aside = frame.loc[mask].copy()
+    rules = pd.Series("", index=aside.index, dtype="object")
+    for rule, failed in by_rule.items():
+        hit = aside.index.isin(failed)
+        rules[hit] = rules[hit] + ";" + rule
+    aside["_failed_rules"] = rules.str.lstrip(";")
+    return frame.loc[~mask], aside
+
+
+def _invalid_by_rule(failing: list[dict[str, Any]], suite: Any) -> dict[str, pd.Index]:
+    """Offending row labels per rule, rules in the suite's order; one rule may name several
+    expectations (``id_not_null`` of two columns): their rows are united."""
+    by_rule: dict[str, pd.Index] = {}
+    for entry in failing:
+        rule = entry["rule"] or entry["expectation"]
+        index = pd.Index(entry["index"])
+        by_rule[rule] = by_rule[rule].union(index) if rule in by_rule else index
+    rank = _rule_rank(suite)
+    return dict(sorted(by_rule.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+def _rule_rank(suite: Any) -> dict[str, int]:
+    """Each rule's position: that of its first expectation in the suite."""
+    rank: dict[str, int] = {}
+    for position, expectation in enumerate(suite.expectations):
+        rank.setdefault((expectation.meta or {}).get("rule") or expectation.expectation_type,
+                        position)
+    return rank
 
 
 def _kept(frame: pd.DataFrame, report: ValidationReport, dataset: str) -> pd.DataFrame:
@@ -363,6 +426,436 @@ def _public_failure(entry: dict[str, Any]) -> dict[str, Any]:
     keys = ("dataset", "file", "expectation", "rule", "column", "observed", "sample", "rows",
             "kwargs")
     return {k: entry.get(k) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked tables
+# ---------------------------------------------------------------------------------------------
+
+ChunkCallback = Callable[[str, pd.DataFrame, pd.DataFrame], None]
+"""``on_chunk(dataset, kept, dropped)``: one chunk's raw rows to keep, and those to drop with
+``_failed_rules`` (``;``-separated), as `split_invalid_rows` splits a whole table; ``dropped``
+is empty unless the dataset's policy is ``drop``."""
+
+_ROW_COUNT = "expect_table_row_count_to_be_between"
+_COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
+# Expectations on the table's columns: every chunk has the same, the first chunk's result stands.
+_TABLE_SHAPE = {"expect_column_to_exist", _SCHEMA_EXPECTATION,
+                "expect_table_columns_to_match_ordered_list", "expect_table_column_count_to_equal",
+                "expect_table_column_count_to_be_between"}
+# Map expectations whose verdict on a row depends on other rows.
+_ACROSS_ROWS = {"expect_column_values_to_be_unique", "expect_column_values_to_be_increasing",
+                "expect_column_values_to_be_decreasing"}
+_CHUNK_SUITE_SUFFIX = "_chunks"
+
+
+@dataclass
+class _ChunkedOutcome:
+    entries: list[dict[str, Any]]
+    rows: int
+    invalid_rows: int  # under drop: rows failing a row-level rule (0 otherwise)
+
+
+def _chunk_plan(suite: Any) -> dict[str, str]:
+    """How a chunked table meets each expectation of `suite`, by expectation id: ``whole``
+    (row count and duplicate keys, evaluated here over the whole file), ``shape`` (columns:
+    the first chunk's result stands) or ``rows`` (row by row: run on each chunk, summed).
+
+    Raises:
+        ValueError: an expectation needs all rows at once and is none of these (a column's
+            uniqueness or order, an aggregate such as a mean).
+    """
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    row_wise = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
+    plan: dict[str, str] = {}
+    for expectation in suite.expectations:
+        kind = expectation.expectation_type
+        if kind in (_ROW_COUNT, _COMPOUND_UNIQUE):
+            plan[expectation.id] = "whole"
+        elif kind in _TABLE_SHAPE:
+            plan[expectation.id] = "shape"
+        elif kind not in _ACROSS_ROWS and issubclass(get_expectation_impl(kind), row_wise):
+            plan[expectation.id] = "rows"
+        else:
+            raise ValueError(
+                f"suite {suite.name!r}: {kind} needs the whole table and cannot be evaluated "
+                "chunk by chunk; raise RECSYS_VALIDATE_CHUNK_ROWS above the table's rows")
+    return plan
+
+
+def _validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite: Any,
+                      chunks: TableChunks, head: pd.DataFrame, *,
+                      known: dict[str, Collection[str]], latest: pd.Timestamp,
+                      parameters: dict[str, Any], result_format: dict[str, Any], file: str,
+                      on_chunk: ChunkCallback | None) -> _ChunkedOutcome:
+    """Validate a table chunk by chunk, with results identical in shape to a whole-frame run.
+
+    1. Duplicate keys: a first pass over the key columns only hashes every row's key
+       (`ingest.duplicates`), so each chunk knows which of its rows repeat a key anywhere in
+       the file.
+    2. Each chunk gets the helper columns and runs the suite's ``shape`` and ``rows``
+       expectations (`_chunk_plan`) through one GE checkpoint; counts are summed, samples and
+       their rows kept from the first chunks (index labels are the file's row numbers), and
+       the chunk's rows go to `on_chunk`, split under ``drop`` as `split_invalid_rows` would.
+    3. The merged results, with row count and duplicates over the whole file and success
+       decided on the totals (``mostly`` applies to the file), are built as GE results, read
+       by `_collect_results` like a whole-frame run's and stored for Data Docs in place of the
+       per-chunk results (which are removed as each chunk finishes).
+    """
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
+
+    plan = _chunk_plan(suite)
+    per_chunk = [e for e in suite.expectations if plan[e.id] != "whole"]
+    chunk_suite = context.suites.add(gx.ExpectationSuite(
+        name=f"{suite.name}{_CHUNK_SUITE_SUFFIX}", meta=suite.meta,
+        expectations=[{k: v for k, v in e.configuration.to_json_dict().items() if k != "id"}
+                      for e in per_chunk]))
+    main_of = {c.id: m for c, m in zip(chunk_suite.expectations, per_chunk, strict=True)}
+    checkpoint = _get_or_create_checkpoint(gx, context, datasource, dataset, chunk_suite,
+                                           result_format)
+    complete = result_format["result_format"] == "COMPLETE"
+    duplicates = _find_duplicates(suite, chunks, head, parameters)
+    merged = {e.id: _MergedResult(e) for e in per_chunk}
+    rank = _rule_rank(suite)
+    sample_rows: dict[Any, dict[str, Any]] = {}
+    rows = invalid_rows = 0
+    first_run: tuple[Any, Any, Any] | None = None  # first chunk's result key, meta, batch id
+    for raw in _chunks_or_head(chunks, head):
+        frame = _prepare_frame(dataset, raw, known, suite=suite, latest=latest)
+        input_columns = list(raw.columns)
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame},
+                                 expectation_parameters=parameters)
+        ((key, result),) = outcome.run_results.items()
+        context.validation_results_store.remove_key(key)  # the merged result replaces it
+        if first_run is None:
+            first_run = (key, result.meta, result.batch_id)
+        by_rule: dict[str, pd.Index] = {}
+        sampled: list[Any] = []
+        for r in result.results:
+            main = main_of[r.expectation_config.id]
+            sampled += merged[main.id].add(r)
+            res = r.result or {}
+            if (complete and res.get("unexpected_index_list")
+                    and not _exception_messages(r.exception_info or {})
+                    and r.expectation_config.kwargs.get("mostly") in (None, 1, 1.0)):
+                _add_rule(by_rule, main, pd.Index(res["unexpected_index_list"]))
+        for found in duplicates.values():
+            hit = found.add(frame, rows)
+            sampled += found.sampled_now
+            if complete and found.row_level and hit.any():
+                _add_rule(by_rule, found.expectation, frame.index[hit])
+        for label in sampled:
+            sample_rows.setdefault(label, _row(frame, label, input_columns))
+        invalid = pd.Index([])
+        for index in by_rule.values():
+            invalid = invalid.union(index)
+        invalid_rows += len(invalid)
+        if on_chunk is not None and len(raw):
+            if len(invalid):
+                ordered = dict(sorted(by_rule.items(),
+                                      key=lambda item: rank.get(item[0], len(rank))))
+                kept, dropped = _set_aside(raw, invalid, ordered)
+            else:
+                kept, dropped = raw, raw.iloc[:0]
+            on_chunk(dataset, kept, dropped)
+        rows += len(raw)
+
+    assert first_run is not None  # _chunks_or_head yields at least once
+    key, meta, batch_id = first_run
+    results = []
+    for expectation in suite.expectations:
+        if expectation.id in merged:
+            results.append(merged[expectation.id].result())
+        elif expectation.id in duplicates:
+            results.append(duplicates[expectation.id].result(rows, parameters, batch_id))
+        else:
+            results.append(_row_count_result(expectation, rows, parameters, batch_id))
+    successful = sum(1 for r in results if r.success)
+    suite_result = ExpectationSuiteValidationResult(
+        success=successful == len(results), results=results, suite_name=suite.name,
+        statistics={"evaluated_expectations": len(results),
+                    "successful_expectations": successful,
+                    "unsuccessful_expectations": len(results) - successful,
+                    "success_percent": 100.0 * successful / len(results) if results else None},
+        meta=meta, batch_id=batch_id)
+    _store_merged_result(context, suite, suite_result, key)
+    context.suites.delete(chunk_suite.name)
+    entries = _collect_results(
+        suite_result, suite, dataset, file,
+        lambda label: sample_rows.get(label) or {"_row": _json_safe(label)},
+        list(head.columns), rows_named=complete)
+    logger.info("validated %s in chunks of %d rows: %d rows", dataset, chunks.chunk_rows, rows)
+    return _ChunkedOutcome(entries=entries, rows=rows, invalid_rows=invalid_rows)
+
+
+def _chunks_or_head(chunks: TableChunks, head: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """The table's chunks; its empty head when it has no rows, so GE still reports."""
+    seen = False
+    for chunk in chunks:
+        seen = True
+        yield chunk
+    if not seen:
+        yield head
+
+
+def _add_rule(by_rule: dict[str, pd.Index], expectation: Any, index: pd.Index) -> None:
+    rule = (expectation.meta or {}).get("rule") or expectation.expectation_type
+    by_rule[rule] = by_rule[rule].union(index) if rule in by_rule else index
+
+
+def _rendered_config(expectation: Any, parameters: dict[str, Any], batch_id: str | None) -> Any:
+    """The expectation's configuration with its ``$PARAMETER`` values filled in, as GE renders
+    it into a result (``batch_id`` included)."""
+    config = expectation.configuration
+    config.process_suite_parameters(suite_parameters=parameters, interactive_evaluation=True,
+                                    data_context=None)
+    config.kwargs["batch_id"] = batch_id
+    return config
+
+
+def _mostly_success(elements: int, considered: int, unexpected: int, mostly: Any) -> bool:
+    """GE's verdict on a map expectation: vacuously true without rows to consider."""
+    if elements == 0 or considered == 0:
+        return True
+    ratio = (float(considered) - float(unexpected)) / float(considered)
+    return ratio >= (1.0 if mostly is None else mostly)
+
+
+def _summary_result(elements: int, missing: int | None, unexpected: int, values: list[Any],
+                    indexes: list[Any]) -> dict[str, Any]:
+    """A map expectation's result in GE's SUMMARY shape (`_format_map_output`)."""
+    from collections import Counter
+
+    total_percent = unexpected / elements * 100 if elements > 0 else None
+    considered = elements - missing if missing is not None else elements
+    if missing is None:
+        percent = total_percent
+    else:
+        percent = unexpected / considered * 100 if elements > 0 and considered > 0 else None
+    result: dict[str, Any] = {"element_count": elements, "unexpected_count": unexpected,
+                              "unexpected_percent": percent,
+                              "partial_unexpected_list": values[:SAMPLE_SIZE]}
+    if missing is not None:
+        result.update({"missing_count": missing,
+                       "missing_percent": missing / elements * 100 if elements > 0 else None,
+                       "unexpected_percent_total": total_percent,
+                       "unexpected_percent_nonmissing": percent})
+    hashable = [tuple(v.values()) if isinstance(v, dict) else v for v in values[:SAMPLE_SIZE]]
+    try:
+        result["partial_unexpected_counts"] = [
+            {"value": value, "count": count}
+            for value, count in sorted(Counter(hashable).most_common(SAMPLE_SIZE),
+                                       key=lambda x: (-x[1], x[0]))]
+    except TypeError:
+        result["partial_unexpected_counts"] = [
+            {"error": "partial_exception_counts requires a hashable type"}]
+    result["partial_unexpected_index_list"] = indexes[:SAMPLE_SIZE]
+    return result
+
+
+class _MergedResult:
+    """One per-chunk expectation's results folded over the chunks. Only counts and samples are
+    kept: a chunk's complete lists of offending rows (``drop``) are not held past its turn."""
+
+    def __init__(self, expectation: Any) -> None:
+        self.expectation = expectation
+        self.config: Any = None  # the first chunk's configuration, as GE rendered it
+        # (success, result, exception_info) standing for the file: the first error, or the
+        # first chunk's result of an expectation on the columns.
+        self.standing: tuple[bool, dict[str, Any], dict[str, Any]] | None = None
+        self.errored = False
+        self.elements = self.unexpected = 0
+        self.missing: int | None = None
+        self.values: list[Any] = []
+        self.indexes: list[Any] = []
+
+    def add(self, r: Any) -> list[Any]:
+        """Fold in one chunk's result; return the row labels it adds to the sample."""
+        from great_expectations.expectations.expectation_configuration import (
+            ExpectationConfiguration,
+        )
+
+        if self.config is None:
+            # The chunk suite's configuration under the main suite's id and meta.
+            self.config = ExpectationConfiguration(
+                type=r.expectation_config.type, kwargs=dict(r.expectation_config.kwargs),
+                meta=self.expectation.meta, id=self.expectation.id)
+        if self.errored:
+            return []
+        res = r.result or {}
+        exception = dict(r.exception_info or {})
+        if _exception_messages(exception):
+            self.errored = True
+            self.standing = (bool(r.success), res, exception)
+            return []
+        if "unexpected_count" not in res:
+            if self.standing is None:
+                self.standing = (bool(r.success), res, exception)
+            return []
+        self.elements += int(res.get("element_count") or 0)
+        self.unexpected += int(res.get("unexpected_count") or 0)
+        if "missing_count" in res:
+            self.missing = (self.missing or 0) + int(res.get("missing_count") or 0)
+        room = SAMPLE_SIZE - len(self.indexes)
+        new = list(res.get("partial_unexpected_index_list") or [])[:room]
+        self.values += list(res.get("partial_unexpected_list") or [])[:SAMPLE_SIZE
+                                                                        - len(self.values)]
+        self.indexes += new
+        return new
+
+    def result(self) -> Any:
+        from great_expectations.core.expectation_validation_result import (
+            ExpectationValidationResult,
+        )
+
+        if self.standing is not None:
+            success, res, exception = self.standing
+            return ExpectationValidationResult(success=success, expectation_config=self.config,
+                                               result=res, exception_info=exception)
+        considered = self.elements - (self.missing or 0)
+        return ExpectationValidationResult(
+            success=_mostly_success(self.elements, considered, self.unexpected,
+                                    self.config.kwargs.get("mostly")),
+            expectation_config=self.config,
+            result=_summary_result(self.elements, self.missing, self.unexpected, self.values,
+                                   self.indexes),
+            exception_info={"raised_exception": False, "exception_traceback": None,
+                            "exception_message": None})
+
+
+class _DuplicateKeys:
+    """``expect_compound_columns_to_be_unique`` over a whole chunked file: which rows repeat
+    a key comes from a first pass (`_find_duplicates`); samples come as the chunks pass."""
+
+    def __init__(self, expectation: Any, columns: list[str], *, duplicated: Any = None,
+                 ignored: int = 0, error: str | None = None, mostly: Any = None) -> None:
+        self.expectation = expectation
+        self.columns = columns
+        self.duplicated = duplicated
+        self.ignored = ignored
+        self.error = error
+        self.row_level = error is None and mostly in (None, 1, 1.0)
+        self.values: list[Any] = []
+        self.indexes: list[Any] = []
+        self.sampled_now: list[Any] = []
+
+    def add(self, frame: pd.DataFrame, start: int) -> Any:
+        """The chunk's rows (a boolean mask) that repeat a key; samples the first of them."""
+        import numpy as np
+
+        self.sampled_now = []
+        if self.duplicated is None:
+            return np.zeros(len(frame), dtype=bool)
+        hit = self.duplicated[start:start + len(frame)]
+        room = SAMPLE_SIZE - len(self.indexes)
+        if room > 0 and hit.any():
+            positions = np.flatnonzero(hit)[:room]
+            self.values += frame.iloc[positions][self.columns].to_dict("records")
+            self.sampled_now = list(frame.index[positions])
+            self.indexes += self.sampled_now
+        return hit
+
+    def result(self, rows: int, parameters: dict[str, Any], batch_id: str | None) -> Any:
+        from great_expectations.core.expectation_validation_result import (
+            ExpectationValidationResult,
+        )
+
+        config = _rendered_config(self.expectation, parameters, batch_id)
+        if self.error is not None:
+            return ExpectationValidationResult(
+                success=False, expectation_config=config, result={},
+                exception_info={"raised_exception": True, "exception_traceback": None,
+                                "exception_message": self.error})
+        unexpected = int(self.duplicated.sum())
+        return ExpectationValidationResult(
+            success=_mostly_success(rows, rows - self.ignored, unexpected,
+                                    config.kwargs.get("mostly")),
+            expectation_config=config,
+            result=_summary_result(rows, self.ignored, unexpected, self.values, self.indexes),
+            exception_info={"raised_exception": False, "exception_traceback": None,
+                            "exception_message": None})
+
+
+def _find_duplicates(suite: Any, chunks: TableChunks, head: pd.DataFrame,
+                     parameters: dict[str, Any]) -> dict[str, _DuplicateKeys]:
+    """One pass over the key columns of every compound-uniqueness expectation of `suite`."""
+    from ingest.duplicates import KeyHashes
+    from ingest.reader import count_rows
+
+    found: dict[str, _DuplicateKeys] = {}
+    hashers: dict[str, KeyHashes] = {}
+    mostly: dict[str, Any] = {}
+    for expectation in suite.expectations:
+        if expectation.expectation_type != _COMPOUND_UNIQUE:
+            continue
+        kwargs = _rendered_config(expectation, parameters, None).kwargs
+        columns = [str(c) for c in kwargs.get("column_list") or []]
+        absent = [c for c in columns if c not in head.columns]
+        if absent:
+            found[expectation.id] = _DuplicateKeys(
+                expectation, columns, error=f"columns not found in the table: {absent}")
+            continue
+        mostly[expectation.id] = kwargs.get("mostly")
+        hashers[expectation.id] = KeyHashes(
+            columns, capacity=count_rows(chunks.path),
+            ignore_row_if=kwargs.get("ignore_row_if") or "all_values_are_missing",
+            # CSV chunks may type a column differently (numbers in one, text in another).
+            numeric_text=chunks.path.suffix != ".parquet")
+    if hashers:
+        needed = sorted({c for h in hashers.values() for c in h.columns})
+        for chunk in chunks.iter_columns(needed):
+            for hasher in hashers.values():
+                hasher.add(chunk)
+    for expectation_id, hasher in hashers.items():
+        expectation = next(e for e in suite.expectations if e.id == expectation_id)
+        found[expectation_id] = _DuplicateKeys(
+            expectation, hasher.columns, duplicated=hasher.duplicated(),
+            ignored=int(hasher.ignored.sum()), mostly=mostly[expectation_id])
+    return found
+
+
+def _row_count_result(expectation: Any, rows: int, parameters: dict[str, Any],
+                      batch_id: str | None) -> Any:
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationValidationResult,
+    )
+
+    config = _rendered_config(expectation, parameters, batch_id)
+    low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+    above = low is None or (rows > low if config.kwargs.get("strict_min") else rows >= low)
+    below = high is None or (rows < high if config.kwargs.get("strict_max") else rows <= high)
+    return ExpectationValidationResult(
+        success=above and below, expectation_config=config, result={"observed_value": rows},
+        exception_info={"raised_exception": False, "exception_traceback": None,
+                        "exception_message": None})
+
+
+def _store_merged_result(context: Any, suite: Any, suite_result: Any, chunk_key: Any) -> None:
+    """Keep the merged result where Data Docs look for it, under the main suite's name."""
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    suite_id = ExpectationSuiteIdentifier(name=suite.name)
+    key = ValidationResultIdentifier(expectation_suite_identifier=suite_id,
+                                     run_id=chunk_key.run_id,
+                                     batch_identifier=chunk_key.batch_identifier)
+    try:
+        context.validation_results_store.store_validation_results(
+            suite_validation_result=suite_result, suite_validation_result_identifier=key,
+            expectation_suite_identifier=suite_id)
+    except Exception as error:  # noqa: BLE001 - docs are a view; never fail a run on them
+        logger.warning("could not keep the merged %s result for Data Docs: %s", suite.name,
+                       error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +945,7 @@ def _id_set(frame: pd.DataFrame, column: str, known: Iterable[str] | None) -> se
     if column in frame.columns:
         ids.update(frame[column].dropna().astype("str").unique().tolist())
     if known is not None:
-        ids.update(str(v) for v in known)
+        ids.update(map(str, known))
     return ids
 
 
@@ -467,7 +960,7 @@ def _optional_columns(suite: Any) -> list[str]:
     return []
 
 
-def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]], *,
+def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, Collection[str]], *,
                    suite: Any = None, latest: pd.Timestamp | None = None) -> pd.DataFrame:
     """Shallow copy of `frame` plus the helper columns the suite of `dataset` refers to.
 
@@ -494,7 +987,7 @@ def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]]
     for column, ids in known.items():
         raw = frame[column] if column in frame.columns else empty
         as_text = raw.astype("object").where(raw.isna(), raw.astype("str"))
-        unknown = raw.notna() & ~as_text.isin(ids)
+        unknown = raw.notna() & ~_is_known(as_text, ids)
         frame[f"_{column}_unknown"] = raw.astype("object").where(unknown, None)
     if "timestamp" in frame.columns:
         raw = frame["timestamp"]
@@ -514,6 +1007,12 @@ def _prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, set[str]]
     return frame
 
 
+def _is_known(values: pd.Series, ids: Collection[str]) -> pd.Series:
+    if isinstance(ids, pd.Index):  # its hash table is built once, not once per chunk
+        return pd.Series(ids.get_indexer(values) >= 0, index=values.index)
+    return values.isin(ids)
+
+
 def _numeric_helpers(frame: pd.DataFrame, column: str, empty: pd.Series) -> None:
     if column in frame.columns:
         raw = frame[column]
@@ -529,8 +1028,15 @@ def _numeric_helpers(frame: pd.DataFrame, column: str, empty: pd.Series) -> None
         frame[f"_{column}_unparseable"] = empty
 
 
-def _collect_results(result: Any, suite: Any, dataset: str, file: str, frame: pd.DataFrame,
-                     input_columns: list[str]) -> list[dict[str, Any]]:
+def _collect_results(result: Any, suite: Any, dataset: str, file: str,
+                     row_of: Callable[[Any], dict[str, Any]], input_columns: list[str], *,
+                     rows_named: bool = False) -> list[dict[str, Any]]:
+    """One entry per expectation result, in suite order.
+
+    `row_of` gives an offending row (by index label) as a JSON-safe dict. With `rows_named`
+    every map result counts as naming all its offending rows (chunked runs name them chunk by
+    chunk) even though the merged result lists only a sample.
+    """
     order = {e.id: i for i, e in enumerate(suite.expectations)}
     meta_by_id = {e.id: (e.meta or {}) for e in suite.expectations}
     rows = sorted(result.results,
@@ -543,7 +1049,7 @@ def _collect_results(result: Any, suite: Any, dataset: str, file: str, frame: pd
         column = meta.get("column") or kwargs.get("column")
         res = r.result or {}
         errored = bool(_exception_messages(r.exception_info or {}))
-        observed, sample, indexes = _describe(config.type, r, frame, input_columns)
+        observed, sample, indexes = _describe(config.type, r, row_of, input_columns)
         entries.append({
             "suite": suite.name,
             "dataset": dataset,
@@ -554,18 +1060,20 @@ def _collect_results(result: Any, suite: Any, dataset: str, file: str, frame: pd
             "success": bool(r.success),
             "observed": observed,
             "sample": sample,
-            "rows": [_row(frame, i, input_columns) for i in indexes[:SAMPLE_SIZE]],
+            "rows": [row_of(i) for i in indexes[:SAMPLE_SIZE]],
             "kwargs": _short_kwargs(kwargs),
             # Row-level: GE named every offending row and no tolerated share ("mostly") applies.
-            "row_level": (not errored and "unexpected_index_list" in res
+            "row_level": (not errored
+                          and ("unexpected_index_list" in res
+                               or (rows_named and "unexpected_count" in res))
                           and kwargs.get("mostly") in (None, 1, 1.0)),
             "index": list(res.get("unexpected_index_list") or []),
         })
     return entries
 
 
-def _describe(kind: str, r: Any, frame: pd.DataFrame, input_columns: list[str]
-              ) -> tuple[str, list[Any], list[Any]]:
+def _describe(kind: str, r: Any, row_of: Callable[[Any], dict[str, Any]],
+              input_columns: list[str]) -> tuple[str, list[Any], list[Any]]:
     info = r.exception_info or {}
     errors = _exception_messages(info)
     if errors:
@@ -589,7 +1097,7 @@ def _describe(kind: str, r: Any, frame: pd.DataFrame, input_columns: list[str]
         indexes = list(res.get("partial_unexpected_index_list")
                        or res.get("unexpected_index_list") or [])[:SAMPLE_SIZE]
         if kind in _NULL_EXPECTATIONS and indexes:
-            sample = [_row(frame, i, input_columns) for i in indexes]
+            sample = [row_of(i) for i in indexes]
         else:
             values = list(res.get("partial_unexpected_list") or [])
             if kind in ("expect_column_values_to_be_unique",

@@ -70,7 +70,7 @@ def mongo_start(
     settings = Settings()
     server = EmbeddedMongo(state_dir=settings.mongo_dir, host=host, port=port, storage_path=path)
     try:
-        state = server.start()
+        state = server.start(wait_seconds=settings.mongo_start_timeout_s)
     except RecsysError as error:
         raise _fail(str(error)) from None
     typer.echo(state.uri)

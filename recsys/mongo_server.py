@@ -121,7 +121,7 @@ class EmbeddedMongo:
             return None
         return state if _pid_alive(state.pid) else None
 
-    def start(self, *, wait_seconds: float = 30.0) -> ServerState:
+    def start(self, *, wait_seconds: float = 300.0) -> ServerState:
         """Launch the server in the background (no-op when ours is already running)."""
         running = self.read_state()
         if running is not None and ping(running.uri):
@@ -156,7 +156,8 @@ class EmbeddedMongo:
             time.sleep(0.2)
         self._kill(state.pid)
         raise MongoServerError(f"secantusd-py did not answer on {state.uri} within {wait_seconds}s "
-                               f"(log: {self.log_file})")
+                               f"(log: {self.log_file}); a large storage dir takes minutes to "
+                               "open: raise RECSYS_MONGO_START_TIMEOUT_S")
 
     def stop(self, *, wait_seconds: float = 15.0) -> bool:
         """Stop the recorded server; False when none was running."""

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     mongodb_timeout_ms: int = Field(5000, ge=100)
     mongodb_max_pool_size: int = Field(100, ge=1)
+    mongo_start_timeout_s: float = Field(
+        300.0, gt=0, description="how long `recsys mongo start` waits for the embedded server; "
+        "it replays its journal first, minutes for tens of GB")
 
     # Publishing
     top_n: int = Field(50, ge=1, le=1000, description="recommendations stored per user")
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
     alpha: float = Field(2.0, gt=0)
     iterations: int = Field(15, ge=1)
     seed: int = 42
+    als_device: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu", description="where ALS is fitted: `cpu` (implicit's CPU model), `gpu` (implicit's "
+        "CUDA model; fails when implicit has no CUDA build or no GPU is visible, never falls back "
+        "to the CPU) or `auto` (the GPU when `implicit.gpu.HAS_CUDA`, else the CPU)")
     weighting: Literal["raw", "log1p", "bm25", "binary"] = Field(
         "raw", description="confidence weighting of interaction weights before alpha")
     search: bool = Field(False, description="choose ALS hyperparameters by search on each run")
@@ -92,10 +99,17 @@ class Settings(BaseSettings):
     search_objective: Literal["precision", "recall", "ndcg", "map"] = "ndcg"
     search_max_trials: int | None = Field(None, ge=1)
     explain_n: int = Field(3, ge=0, le=20, description="past items explaining each rec; 0 = off")
+    score_backend: Literal["cpu", "gpu"] = Field(
+        "cpu", description="top-N scoring of all users: implicit on the CPU, or torch on a "
+        "CUDA GPU (needs the `gpu` extra; fails when CUDA is missing)")
 
     # Evaluation
     eval_k: int = Field(10, ge=1)
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    holdout_split: Literal["random", "time"] = Field(
+        "random", description="which of each user's pairs the holdout takes: `random` (a seeded "
+        "random share) or `time` (the latest share by the pair's last event; needs `last_ts` in "
+        "the interactions snapshot)")
     eval_max_users: int | None = Field(
         100_000, ge=1, description="score a seeded sample of this many users in evaluation and "
         "the gate (None: all users)")
@@ -138,6 +152,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="interactions may be this far ahead of the clock (clock skew)")
     validation_data_docs: bool = Field(
         True, description="build GE Data Docs under validation/<run id>/data-docs each run")
+    validate_chunk_rows: int = Field(
+        1_000_000, ge=1, description="an interactions file of more rows is validated and "
+        "written chunk by chunk, this many rows at a time (RECSYS_VALIDATE_CHUNK_ROWS)")
 
     def contract(self, dataset: str) -> DatasetContract:
         """The contract settings of `dataset`, defaults filled in."""

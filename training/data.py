@@ -1,8 +1,9 @@
 """Interactions parquet -> a users x items CSR matrix with id <-> index maps.
 
 The feature store writes one or more parquet files with at least `user_id` (string), `item_id`
-(string) and `weight` (float > 0, confidence already aggregated per user-item pair). Everything here
-is vectorised (pyarrow dictionary encoding + numpy); there are no per-row Python loops.
+(string) and `weight` (float > 0, confidence already aggregated per user-item pair), and also
+`last_ts` (the pair's last event), which a chronological holdout split reads. Everything here is
+vectorised (pyarrow dictionary encoding + numpy); there are no per-row Python loops.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from recsys.errors import InputFileError, ModelError
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "weight")
+LAST_TS_COLUMN = "last_ts"
 _INT32_MAX = np.iinfo(np.int32).max
+_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,26 @@ class InteractionMatrix:
         item_ids: (n_items,) object array of str, sorted, unique; column j is item_ids[j].
         matrix: (n_users, n_items) CSR, float32 data, int32 indices/indptr, duplicates summed,
             sorted indices.
+        last_ts: None, or (nnz,) float64 seconds since the epoch of each pair's last event, in the
+            order of `matrix.data` (the latest over duplicate rows; NaN where unknown). Only a
+            chronological holdout split needs it.
     """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     matrix: sp.csr_matrix
+    last_ts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_csr(self.matrix, name="InteractionMatrix.matrix")
         if self.matrix.shape != (len(self.user_ids), len(self.item_ids)):
             raise ModelError(f"InteractionMatrix shape {self.matrix.shape} does not match "
                              f"{len(self.user_ids)} user ids x {len(self.item_ids)} item ids")
+        if self.last_ts is not None and (self.last_ts.dtype != np.float64
+                                         or self.last_ts.shape != (self.matrix.nnz,)):
+            raise ModelError(f"InteractionMatrix.last_ts must be float64 of shape "
+                             f"({self.matrix.nnz},), got {self.last_ts.dtype} "
+                             f"{self.last_ts.shape}")
 
     @property
     def n_users(self) -> int:
@@ -86,19 +98,22 @@ def to_csr(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> sp.csr_matrix:
     return m
 
 
-def build_matrix(user_ids: np.ndarray, item_ids: np.ndarray,
-                 weights: np.ndarray) -> InteractionMatrix:
+def build_matrix(user_ids: np.ndarray, item_ids: np.ndarray, weights: np.ndarray,
+                 last_ts: np.ndarray | None = None) -> InteractionMatrix:
     """Build an InteractionMatrix from parallel arrays of ids and weights (vectorised).
 
-    Ids are sorted; duplicate (user, item) pairs are summed.
+    Ids are sorted; duplicate (user, item) pairs are summed. `last_ts` (seconds since the epoch,
+    parallel to the ids) becomes the matrix's `last_ts`: the latest per pair, in CSR order.
     """
     users, user_codes = np.unique(np.asarray(user_ids, dtype=object), return_inverse=True)
     items, item_codes = np.unique(np.asarray(item_ids, dtype=object), return_inverse=True)
-    return _from_codes(users, user_codes, items, item_codes, np.asarray(weights))
+    return _from_codes(users, user_codes, items, item_codes, np.asarray(weights),
+                       None if last_ts is None else np.asarray(last_ts, dtype=np.float64))
 
 
 def _from_codes(users: np.ndarray, user_codes: np.ndarray, items: np.ndarray,
-                item_codes: np.ndarray, weights: np.ndarray) -> InteractionMatrix:
+                item_codes: np.ndarray, weights: np.ndarray,
+                last_ts: np.ndarray | None = None) -> InteractionMatrix:
     if len(users) == 0 or len(items) == 0:
         raise ModelError("no interactions: cannot build an empty matrix")
     if len(users) > _INT32_MAX or len(items) > _INT32_MAX:
@@ -108,8 +123,33 @@ def _from_codes(users: np.ndarray, user_codes: np.ndarray, items: np.ndarray,
          (user_codes.astype(np.int32, copy=False), item_codes.astype(np.int32, copy=False))),
         shape=(len(users), len(items)),
     )
+    pair_last_ts = (None if last_ts is None
+                    else _latest_per_pair(user_codes, item_codes, len(items), last_ts))
     return InteractionMatrix(user_ids=users.astype(object), item_ids=items.astype(object),
-                             matrix=to_csr(coo))
+                             matrix=to_csr(coo), last_ts=pair_last_ts)
+
+
+def _latest_per_pair(user_codes: np.ndarray, item_codes: np.ndarray, n_items: int,
+                     last_ts: np.ndarray) -> np.ndarray:
+    """The maximum of `last_ts` over the rows of each distinct (user, item) pair, ordered by
+    (user, item): the order of a canonical CSR's data once duplicate pairs are summed.
+
+    NaN (an unknown time) in any row of a pair makes the pair's time NaN.
+    """
+    pair_keys = user_codes.astype(np.int64) * n_items + item_codes.astype(np.int64)
+    order = np.argsort(pair_keys)
+    sorted_keys = pair_keys[order]
+    pair_starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    return np.maximum.reduceat(last_ts[order], pair_starts)
+
+
+def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+    """A timestamp column as float64 seconds since the epoch (UTC for zoned ones), NaN for nulls."""
+    if not pa.types.is_timestamp(column.type):
+        raise InputFileError(path, f"expected a timestamp, got {column.type}",
+                             column=LAST_TS_COLUMN, rule="type")
+    ticks = pc.cast(column.combine_chunks().cast(pa.int64()), pa.float64(), safe=False)
+    return pc.fill_null(ticks, np.nan).to_numpy() / _TICKS_PER_SECOND[column.type.unit]
 
 
 def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,18 +164,22 @@ def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, codes
 
 
-def load_interactions(path: Path) -> InteractionMatrix:
+def load_interactions(path: Path, *, with_last_ts: bool = False) -> InteractionMatrix:
     """Read the feature store's interactions parquet (a file or a directory of files).
 
     Args:
         path: a parquet file or a directory holding parquet files.
+        with_last_ts: also read the `last_ts` column into `InteractionMatrix.last_ts` (for a
+            chronological holdout split); off by default, as aligning it costs a sort of every
+            row. A file without the column (an older snapshot) loads with `last_ts` None.
 
     Returns:
         The users x items matrix (float32 weights, duplicates summed) and sorted id arrays.
 
     Raises:
         InputFileError: the path is missing/unreadable, a required column is missing, null,
-            of the wrong type, or a weight is not a finite positive number, or there are no rows.
+            of the wrong type, or a weight is not a finite positive number, or there are no rows;
+            or `last_ts` is read and is not a timestamp.
     """
     path = Path(path)
     if not path.exists():
@@ -149,7 +193,9 @@ def load_interactions(path: Path) -> InteractionMatrix:
         if name not in schema.names:
             raise InputFileError(path, "required column is missing", column=name,
                                  rule="required_columns")
-    table = dataset.to_table(columns=list(REQUIRED_COLUMNS))
+    read_last_ts = with_last_ts and LAST_TS_COLUMN in schema.names
+    table = dataset.to_table(columns=list(REQUIRED_COLUMNS)
+                             + ([LAST_TS_COLUMN] if read_last_ts else []))
     if table.num_rows == 0:
         raise InputFileError(path, "no interactions", rule="non_empty")
 
@@ -181,9 +227,13 @@ def load_interactions(path: Path) -> InteractionMatrix:
         raise InputFileError(path, f"{int(bad.sum())} weight(s) not finite and > 0",
                              column="weight", rule="positive")
 
+    last_ts = _epoch_seconds(table.column(LAST_TS_COLUMN), path) if read_last_ts else None
+    if with_last_ts and not read_last_ts:
+        log.info("%s has no %s column: no pair times loaded", path, LAST_TS_COLUMN)
+
     users, user_codes = _sorted_codes(columns["user_id"])
     items, item_codes = _sorted_codes(columns["item_id"])
-    data = _from_codes(users, user_codes, items, item_codes, weights)
+    data = _from_codes(users, user_codes, items, item_codes, weights, last_ts)
     log.info("loaded %d interactions (%d rows) for %d users x %d items from %s",
              data.n_interactions, table.num_rows, data.n_users, data.n_items, path)
     return data

@@ -1,4 +1,5 @@
-"""Offline evaluation: per-user random holdout, ranking metrics, popularity baseline.
+"""Offline evaluation: per-user random or chronological holdout, ranking metrics, popularity
+baseline.
 
 Metric definitions follow Microsoft Recommenders' `python_evaluation` (binary relevance, only users
 with at least one test item are evaluated):
@@ -31,17 +32,51 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys.errors import ModelError
-from training.data import InteractionMatrix, check_csr, to_csr
+from training.data import LAST_TS_COLUMN, InteractionMatrix, check_csr, to_csr
 from training.model import (
     PAD_ITEM,
     AlsParams,
     item_popularity,
     fit_als,
+    resolve_als_device,
     popularity_order,
     recommend_top_n,
 )
 
 log = logging.getLogger(__name__)
+
+HOLDOUT_SPLITS = ("random", "time")
+
+
+def _first_per_user_mask(matrix: sp.csr_matrix, rows: np.ndarray, holdout_fraction: float,
+                         within_user_keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """True for the non-zeros that stay in train: each user's first round((1 - holdout_fraction)
+    * n_u) items (at least one) when sorted by `within_user_keys` (np.lexsort keys, the last
+    one primary).
+
+    The count is Python/NumPy round-half-to-even, as Recommenders does.
+    """
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ModelError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    per_user = np.diff(matrix.indptr).astype(np.int64)
+    n_train = np.rint((1.0 - holdout_fraction) * per_user).astype(np.int64)
+    n_train = np.where(per_user > 0, np.clip(n_train, 1, per_user), 0)
+    order = np.lexsort((*within_user_keys, rows))  # grouped by user (CSR order), then by keys
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+    return rank < n_train[rows]
+
+
+def _nonzero_rows(matrix: sp.csr_matrix) -> np.ndarray:
+    """(nnz,) int64 row of each non-zero, in CSR order."""
+    return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+
+
+def _subset(matrix: sp.csr_matrix, rows: np.ndarray, mask: np.ndarray) -> sp.csr_matrix:
+    """The non-zeros of `matrix` where `mask`; they keep their CSR order."""
+    coo = sp.coo_matrix((matrix.data[mask], (rows[mask], matrix.indices[mask])),
+                        shape=matrix.shape)
+    return to_csr(coo)
 
 
 def split_per_user(matrix: sp.csr_matrix, holdout_fraction: float,
@@ -56,27 +91,74 @@ def split_per_user(matrix: sp.csr_matrix, holdout_fraction: float,
         (train, test): same shape as `matrix`, disjoint non-zeros whose union is `matrix`.
     """
     check_csr(matrix, name="split_per_user matrix")
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ModelError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    n_users = matrix.shape[0]
-    per_user = np.diff(matrix.indptr).astype(np.int64)
-    n_train = np.rint((1.0 - holdout_fraction) * per_user).astype(np.int64)
-    n_train = np.where(per_user > 0, np.clip(n_train, 1, per_user), 0)
+    rows = _nonzero_rows(matrix)
+    shuffle_keys = np.random.default_rng(seed).random(matrix.nnz)
+    in_train = _first_per_user_mask(matrix, rows, holdout_fraction, (shuffle_keys,))
+    return _subset(matrix, rows, in_train), _subset(matrix, rows, ~in_train)
 
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
-    rng = np.random.default_rng(seed)
-    keys = rng.random(matrix.nnz)
-    order = np.lexsort((keys, rows))  # grouped by user (CSR order), shuffled within a user
-    rank = np.empty(matrix.nnz, dtype=np.int64)
-    rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
-    in_train = rank < n_train[rows]
 
-    def subset(mask: np.ndarray) -> sp.csr_matrix:
-        coo = sp.coo_matrix((matrix.data[mask], (rows[mask], matrix.indices[mask])),
-                            shape=matrix.shape)
-        return to_csr(coo)
+def split_per_user_by_time(matrix: sp.csr_matrix, last_ts: np.ndarray | None,
+                           holdout_fraction: float,
+                           seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """Chronological holdout per user, like Recommenders' `python_chrono_split(filter_by="user")`:
+    each user's latest items (by the pair's last event) go to test, the earlier ones to train.
 
-    return subset(in_train), subset(~in_train)
+    The per-user counts are those of `split_per_user` (round((1 - holdout_fraction) * n_u) in
+    train, at least one), so the two splits differ only in which items are held out. Pairs with
+    the same time are ordered by a key seeded with `seed`: deterministic, and not biased towards
+    any item order.
+
+    Args:
+        matrix: the interactions.
+        last_ts: (nnz,) seconds since the epoch of each non-zero's last event, in the order of
+            `matrix.data` (`InteractionMatrix.last_ts`).
+        holdout_fraction: per-user test share.
+        seed: seeds the tie-break.
+
+    Returns:
+        (train, test, train_last_ts): train and test as for `split_per_user`; `train_last_ts`
+        the times of train's non-zeros in the order of `train.data`, so train can be split again.
+
+    Raises:
+        ModelError: `last_ts` is None (the interactions have no `last_ts` column, e.g. an older
+            snapshot), misshapen, or unknown (NaN) for some pair.
+    """
+    check_csr(matrix, name="split_per_user_by_time matrix")
+    if last_ts is None:
+        raise ModelError(f"a time holdout split needs the interactions' '{LAST_TS_COLUMN}' column "
+                         "(last event of each user-item pair), and this data has none: rebuild "
+                         "the feature snapshot or use the random split "
+                         "(RECSYS_HOLDOUT_SPLIT=random)")
+    if last_ts.shape != (matrix.nnz,):
+        raise ModelError(f"{LAST_TS_COLUMN} has shape {last_ts.shape}, the matrix "
+                         f"{matrix.nnz} non-zeros")
+    unknown = int(np.isnan(last_ts).sum())
+    if unknown:
+        raise ModelError(f"{unknown} user-item pair(s) have a null '{LAST_TS_COLUMN}': "
+                         "cannot split by time")
+    rows = _nonzero_rows(matrix)
+    tie_break = np.random.default_rng(seed).random(matrix.nnz)
+    in_train = _first_per_user_mask(matrix, rows, holdout_fraction, (tie_break, last_ts))
+    return (_subset(matrix, rows, in_train), _subset(matrix, rows, ~in_train),
+            last_ts[in_train])
+
+
+def holdout_split(matrix: sp.csr_matrix, holdout_fraction: float, seed: int, *, split: str,
+                  last_ts: np.ndarray | None = None
+                  ) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray | None]:
+    """The per-user holdout `split` names: "random" (`split_per_user`) or "time"
+    (`split_per_user_by_time`, which needs `last_ts`).
+
+    Returns:
+        (train, test, train_last_ts): `train_last_ts` as from `split_per_user_by_time` for "time",
+        None for "random".
+    """
+    if split == "random":
+        train, test = split_per_user(matrix, holdout_fraction, seed)
+        return train, test, None
+    if split == "time":
+        return split_per_user_by_time(matrix, last_ts, holdout_fraction, seed)
+    raise ModelError(f"unknown holdout split {split!r}; expected one of {HOLDOUT_SPLITS}")
 
 
 def evaluation_users(n_users: int, max_users: int | None, seed: int) -> np.ndarray | None:
@@ -202,8 +284,10 @@ class TrainResult:
     Attributes:
         model: ALS refitted on ALL interactions (for publishing).
         params: the hyper-parameters used.
-        metrics: {"als": {...}, "popular": {...}, "k", "holdout_fraction", "n_users", "n_items",
-            "n_interactions", "timings": {"fit_train_s", "recommend_s", "fit_all_s"}}.
+        metrics: {"als": {...}, "popular": {...}, "k", "holdout_fraction", "holdout_split",
+            "split_seed", "max_eval_users", "n_users", "n_items", "n_interactions",
+            "als_device" ("cpu" or "gpu", where both fits ran),
+            "timings": {"fit_train_s", "recommend_s", "fit_all_s"}}.
     """
 
     model: AlternatingLeastSquares
@@ -212,21 +296,26 @@ class TrainResult:
 
 
 def train_and_evaluate(data: InteractionMatrix, params: AlsParams, *, k: int = 10,
-                       holdout_fraction: float = 0.25, num_threads: int = 0,
-                       max_eval_users: int | None = None) -> TrainResult:
+                       holdout_fraction: float = 0.25, split: str = "random",
+                       num_threads: int = 0, max_eval_users: int | None = None,
+                       als_device: str = "cpu") -> TrainResult:
     """Split -> fit on train -> recommend excluding train items -> metrics for ALS and the
     popularity baseline -> refit on all interactions for publishing.
 
-    The split is seeded with `params.seed`; see `evaluate_and_refit` for `max_eval_users`.
+    The split (`holdout_split`: "random", or "time" from `data.last_ts`) is seeded with
+    `params.seed`; see `evaluate_and_refit` for `max_eval_users` and `als_device`.
     """
-    train, test = split_per_user(data.matrix, holdout_fraction, seed=params.seed)
+    train, test, _ = holdout_split(data.matrix, holdout_fraction, params.seed, split=split,
+                                   last_ts=data.last_ts)
     return evaluate_and_refit(data, train, test, params, k=k, holdout_fraction=holdout_fraction,
-                              num_threads=num_threads, max_eval_users=max_eval_users)
+                              split=split, num_threads=num_threads,
+                              max_eval_users=max_eval_users, als_device=als_device)
 
 
 def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.csr_matrix,
-                       params: AlsParams, *, k: int, holdout_fraction: float,
-                       num_threads: int = 0, max_eval_users: int | None = None) -> TrainResult:
+                       params: AlsParams, *, k: int, holdout_fraction: float, split: str,
+                       num_threads: int = 0, max_eval_users: int | None = None,
+                       als_device: str = "cpu") -> TrainResult:
     """Fit `params` on `train`, score ALS and the popularity baseline on `test`, refit on all.
 
     Args:
@@ -234,10 +323,13 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
         train, test: the holdout split of `data.matrix` (seeded with `params.seed`).
         params: hyper-parameters (chosen without looking at `test`).
         k: cut-off.
-        holdout_fraction: recorded in the metrics with the split seed.
+        holdout_fraction, split: how `train` and `test` were split (`holdout_split`), recorded
+            in the metrics with the split seed so the gate can re-make the split.
         num_threads: implicit's threads.
         max_eval_users: score a seeded sample of this many users (`evaluation_users`) instead
             of all; None scores everyone. Recorded in the metrics, so the gate draws the same.
+        als_device: where both fits run: "cpu", "gpu" or "auto" (`training.model.fit_als`); the
+            device it resolves to is recorded in the metrics.
 
     Returns:
         TrainResult with the refitted model and the holdout metrics.
@@ -246,9 +338,10 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
     log.info("split %d interactions into %d train / %d test", matrix.nnz, train.nnz, test.nnz)
     sample = evaluation_users(data.n_users, max_eval_users, params.seed)
     eval_test = test if sample is None else test[sample]
+    device = resolve_als_device(als_device)
 
     t0 = time.perf_counter()
-    model = fit_als(train, params, num_threads=num_threads)
+    model = fit_als(train, params, num_threads=num_threads, device=device)
     t1 = time.perf_counter()
     als_recs, _ = recommend_top_n(model, train, k, users=sample)
     t2 = time.perf_counter()
@@ -261,14 +354,16 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
         "popular": ranking_metrics(pop_recs, eval_test, k, n_items=data.n_items),
         "k": k,
         "holdout_fraction": holdout_fraction,
+        "holdout_split": split,
         "split_seed": params.seed,
         "max_eval_users": max_eval_users,
         "n_users": data.n_users,
         "n_items": data.n_items,
         "n_interactions": data.n_interactions,
+        "als_device": device,
     }
     t3 = time.perf_counter()
-    final = fit_als(matrix, params, num_threads=num_threads)
+    final = fit_als(matrix, params, num_threads=num_threads, device=device)
     t4 = time.perf_counter()
     metrics["timings"] = {"fit_train_s": round(t1 - t0, 4), "recommend_s": round(t2 - t1, 4),
                           "fit_all_s": round(t4 - t3, 4)}

@@ -1,8 +1,9 @@
 """Champion/challenger gate: publish a new model only if it beats the active one.
 
 Both models are scored on the SAME evaluation data: the challenger's holdout test split (re-made
-from the snapshot with the fraction and seed recorded in the challenger's metrics), with each
-user's training-split items removed from the candidates.
+from the snapshot with the fraction, split strategy and seed recorded in the challenger's metrics;
+metrics without a strategy predate the time split and used the random one), with each user's
+training-split items removed from the candidates.
 
 - Challenger: its recorded holdout metrics (the model fitted on the training split only; the
   published model is a refit on all data and would have seen the test items).
@@ -32,7 +33,7 @@ from features.snapshot import Manifest
 from recsys.errors import ModelError
 from recsys.settings import Settings
 from training.data import InteractionMatrix, load_interactions, to_csr
-from training.evaluate import evaluation_users, ranking_metrics, split_per_user
+from training.evaluate import evaluation_users, holdout_split, ranking_metrics
 from training.explain import fold_in_users
 from training.model import PAD_ITEM, AlsParams, apply_weighting
 from training.registry import METADATA_FILE, load_model, read_metadata
@@ -196,17 +197,18 @@ def decide(challenger_dir: Path, manifest: Manifest, *, settings: Settings,
                             metric=key, challenger_metric=challenger,
                             champion_version=champion_version, margin=margin)
 
-    data = load_interactions(manifest.view_path("interactions"))
+    split = str(metrics.get("holdout_split", "random"))
+    split_seed = int(metrics.get("split_seed", meta["params"]["seed"]))
+    data = load_interactions(manifest.view_path("interactions"), with_last_ts=split == "time")
     _, user_ids, item_ids, _ = load_model(challenger_dir)
     if not (np.array_equal(data.user_ids, user_ids) and np.array_equal(data.item_ids, item_ids)):
         raise ModelError(f"model {challenger_dir.name} ids do not match snapshot "
                          f"{manifest.snapshot_id}")
-    train, test = split_per_user(data.matrix, float(metrics.get("holdout_fraction",
-                                                                settings.holdout_fraction)),
-                                 seed=int(metrics.get("split_seed", meta["params"]["seed"])))
+    train, test, _ = holdout_split(
+        data.matrix, float(metrics.get("holdout_fraction", settings.holdout_fraction)),
+        split_seed, split=split, last_ts=data.last_ts)
     # The same users the challenger's metrics were computed on.
-    sample = evaluation_users(data.n_users, metrics.get("max_eval_users"),
-                              int(metrics.get("split_seed", meta["params"]["seed"])))
+    sample = evaluation_users(data.n_users, metrics.get("max_eval_users"), split_seed)
     recs = champion_recommendations(champion_dir, data, train, k, users=sample)
     champion = float(ranking_metrics(recs, test if sample is None else test[sample], k,
                                      n_items=data.n_items)[key])

@@ -1,8 +1,11 @@
-"""ALS fitting and batch top-N scoring with implicit (CPU).
+"""ALS fitting (implicit's CPU model, or its CUDA model on request) and batch top-N scoring with
+implicit (CPU).
 
 All calls into implicit go through this module, which checks shapes and dtypes where the modules
 meet (PITFALLS: implicit >= 0.5 wants users x items, one `user_items` row per requested user,
-float32/int32, BLAS limited to one thread, `filter_already_liked_items` set on purpose).
+float32/int32, BLAS limited to one thread, `filter_already_liked_items` set on purpose). A model
+fitted on the GPU is converted to implicit's CPU model before it leaves `fit_als`, so scoring,
+saving and explanations only ever see CPU models.
 
 Padding convention for every top-N array built here: item index -1 and score 0.0 (not -inf, so that
 the arrays stay JSON-safe downstream). Consumers must drop entries whose item index is -1.
@@ -15,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import implicit.gpu.als
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
@@ -32,6 +36,7 @@ _FILTERED_SCORE = float(np.finfo(np.float32).min)
 
 WEIGHTINGS = ("raw", "log1p", "bm25", "binary")
 BM25_FLOOR = 1e-3
+ALS_DEVICES = ("cpu", "gpu", "auto")
 
 
 @dataclass(frozen=True)
@@ -108,38 +113,94 @@ def apply_weighting(matrix: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
     return out
 
 
-def fit_als(matrix: sp.csr_matrix, params: AlsParams, *,
-            num_threads: int = 0) -> AlternatingLeastSquares:
+def resolve_als_device(device: str) -> str:
+    """The device ALS fits on for the `als_device` setting: "cpu" and "gpu" as given, "auto" the
+    GPU when implicit has a working CUDA extension (`implicit.gpu.HAS_CUDA`), else the CPU.
+
+    Raises:
+        ModelError: `device` is not one of `ALS_DEVICES`.
+    """
+    if device not in ALS_DEVICES:
+        raise ModelError(f"unknown ALS device {device!r}; expected one of {ALS_DEVICES}")
+    if device == "auto":
+        return "gpu" if implicit.gpu.HAS_CUDA else "cpu"
+    return device
+
+
+def fit_als(matrix: sp.csr_matrix, params: AlsParams, *, num_threads: int = 0,
+            device: str = "cpu") -> AlternatingLeastSquares:
     """Fit ALS on a users x items confidence matrix.
 
     Args:
         matrix: (n_users, n_items) float32/int32 csr_matrix of weights; `params.weighting`
             turns them into confidences.
         params: hyper-parameters; `params.seed` seeds the factor initialisation.
-        num_threads: implicit's worker threads (0 = all cores). BLAS is always limited to one
-            thread. Results are deterministic for a seed on the same machine.
+        num_threads: implicit's worker threads on the CPU (0 = all cores). BLAS is always limited
+            to one thread. CPU results are deterministic for a seed on the same machine.
+        device: "cpu", "gpu" or "auto" (`resolve_als_device`). The GPU fit uses implicit's own
+            random initialisation and CUDA solver, so its factors differ from the CPU's.
 
     Returns:
-        The fitted CPU model (user_factors n_users x f, item_factors n_items x f, float32).
+        The fitted CPU model (user_factors n_users x f, item_factors n_items x f, float32), also
+        when it was fitted on the GPU.
+
+    Raises:
+        ModelError: an empty matrix, an unknown device, or "gpu" without a working CUDA implicit.
     """
     check_csr(matrix, name="fit_als matrix")
     if matrix.nnz == 0 or 0 in matrix.shape:
         raise ModelError(f"cannot fit ALS on an empty matrix of shape {matrix.shape}")
+    resolved = resolve_als_device(device)
     start = time.perf_counter()
     with threadpool_limits(1, "blas"):  # inside: implicit's constructor checks the BLAS config
-        model = AlternatingLeastSquares(
-            factors=params.factors,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            iterations=params.iterations,
-            dtype=np.float32,
-            random_state=params.seed,
-            num_threads=num_threads,
-        )
-        model.fit(apply_weighting(matrix, params.weighting), show_progress=False)
-    log.info("fitted ALS %s on %d x %d (%d nnz) in %.2fs", params.to_dict(), *matrix.shape,
-             matrix.nnz, time.perf_counter() - start)
+        weighted = apply_weighting(matrix, params.weighting)
+        if resolved == "gpu":
+            model = _fit_gpu(weighted, params)
+        else:
+            model = AlternatingLeastSquares(
+                factors=params.factors,
+                regularization=params.regularization,
+                alpha=params.alpha,
+                iterations=params.iterations,
+                dtype=np.float32,
+                random_state=params.seed,
+                num_threads=num_threads,
+            )
+            model.fit(weighted, show_progress=False)
+    log.info("fitted ALS %s on %d x %d (%d nnz) on the %s in %.2fs", params.to_dict(),
+             *matrix.shape, matrix.nnz, resolved.upper(), time.perf_counter() - start)
     _check_model(model, n_users=matrix.shape[0], n_items=matrix.shape[1])
+    return model
+
+
+def _fit_gpu(weighted: sp.csr_matrix, params: AlsParams) -> AlternatingLeastSquares:
+    """Fit implicit's CUDA ALS on the re-weighted matrix and return it as a CPU model.
+
+    implicit's GPU `fit` (0.7.x) does not multiply the matrix by `alpha` as the CPU `fit` does, so
+    the GPU model is built with alpha=1 and fitted on alpha * weights: both devices fit the same
+    confidences whether or not a later implicit scales inside `fit`. The CPU copy gets
+    `params.alpha` back, since implicit's `explain` and `recalculate_user` scale by it.
+
+    Raises:
+        ModelError: implicit has no working CUDA extension (never a silent fall-back to the CPU).
+    """
+    if not implicit.gpu.HAS_CUDA:
+        raise ModelError(
+            "ALS on the GPU was asked for (RECSYS_ALS_DEVICE=gpu), but the installed implicit has "
+            "no working CUDA extension (implicit.gpu.HAS_CUDA is False): it was built without "
+            "CUDA, or no GPU is visible. implicit's source build needs CUDA and RAPIDS at build "
+            "time (see docs/scaling.md, section 5). Set RECSYS_ALS_DEVICE=cpu to fit on the CPU.")
+    gpu_model = implicit.gpu.als.AlternatingLeastSquares(
+        factors=params.factors,
+        regularization=params.regularization,
+        alpha=1.0,
+        iterations=params.iterations,
+        dtype=np.float32,
+        random_state=params.seed,
+    )
+    gpu_model.fit(to_csr(weighted * np.float32(params.alpha)), show_progress=False)
+    model = gpu_model.to_cpu()
+    model.alpha = params.alpha
     return model
 
 

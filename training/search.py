@@ -1,7 +1,8 @@
 """Hyperparameter search for implicit ALS on a validation split carved from training data.
 
 The protocol never looks at the test split: the caller splits its data into train/test, hands
-only `train` here, and this module splits `train` again per user into fit/validation. Every trial
+only `train` here, and this module splits `train` again per user into fit/validation, the same way
+(random, or by time: then validation is each user's latest share of train). Every trial
 fits on `fit`, recommends with the `fit` items filtered out and is scored on `validation`; the best
 trial on `objective` wins (ties: the earlier trial). The search is a grid over `SearchSpace`, or a
 seeded random sample of that grid when `max_trials` is smaller than the grid, so a search is
@@ -30,8 +31,8 @@ from training.evaluate import (
     TrainResult,
     evaluate_and_refit,
     evaluation_users,
+    holdout_split,
     ranking_metrics,
-    split_per_user,
 )
 from training.model import WEIGHTINGS, AlsParams, fit_als, recommend_top_n
 
@@ -126,7 +127,7 @@ class SearchResult:
         objective: the metric key maximised, e.g. "ndcg@10".
         trials: every trial in the order it ran.
         space: the space searched.
-        validation: how the validation split was carved (fraction, seed, sizes).
+        validation: how the validation split was carved (fraction, split, seed, sizes).
         seconds: wall time of the search.
     """
 
@@ -176,9 +177,10 @@ def objective_key(objective: str, k: int) -> str:
 
 
 def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
-               validation_fraction: float = 0.25, seed: int = 42, objective: str = "ndcg",
+               validation_fraction: float = 0.25, split: str = "random",
+               train_last_ts: np.ndarray | None = None, seed: int = 42, objective: str = "ndcg",
                max_trials: int | None = None, num_threads: int = 0,
-               max_eval_users: int | None = None) -> SearchResult:
+               max_eval_users: int | None = None, als_device: str = "cpu") -> SearchResult:
     """Pick ALS hyperparameters on a validation split carved from `train` only.
 
     Args:
@@ -186,12 +188,16 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
         space: values to try.
         k: cut-off of the validation metrics.
         validation_fraction: per-user share of `train` held out for validation.
+        split: how validation is carved (`training.evaluate.holdout_split`): "random", or "time"
+            (each user's latest share of `train`, by `train_last_ts`).
+        train_last_ts: (train.nnz,) pair times in the order of `train.data`; "time" needs it.
         seed: seeds the validation split (with `seed + 1`, so it differs from a test split made
             with `seed`), the trial sampling and every model.
         objective: "precision", "recall", "ndcg" or "map" (at k), maximised.
         max_trials: when smaller than the grid, a seeded random sample of the grid is tried.
         num_threads: implicit's threads per fit (0 = all cores).
         max_eval_users: score a seeded sample of this many users per trial (None: all).
+        als_device: where every trial fits: "cpu", "gpu" or "auto" (`training.model.fit_als`).
 
     Returns:
         The SearchResult; `best` carries `seed`.
@@ -199,7 +205,8 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
     check_csr(train, name="search_als train")
     key = objective_key(objective, k)
     start = time.perf_counter()
-    fit_part, validation = split_per_user(train, validation_fraction, seed=seed + 1)
+    fit_part, validation, _ = holdout_split(train, validation_fraction, seed + 1, split=split,
+                                            last_ts=train_last_ts)
     if validation.nnz == 0:
         raise ModelError("validation split is empty: too few interactions per user to search")
     candidates = space.grid(seed)
@@ -219,7 +226,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
     trials: list[Trial] = []
     for number, params in enumerate(candidates):
         t0 = time.perf_counter()
-        model = fit_als(fit_part, params, num_threads=num_threads)
+        model = fit_als(fit_part, params, num_threads=num_threads, device=als_device)
         seconds = time.perf_counter() - t0
         recs, _ = recommend_top_n(model, fit_part, k, users=sample)
         metrics = ranking_metrics(recs, validation, k, n_items=train.shape[1])
@@ -233,7 +240,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
     best = int(np.argmax(scores))  # first maximum: ties go to the earlier trial
     result = SearchResult(
         best=trials[best].params, best_trial=best, objective=key, trials=trials, space=space,
-        validation={"fraction": validation_fraction, "seed": seed + 1,
+        validation={"fraction": validation_fraction, "split": split, "seed": seed + 1,
                     "fit_interactions": int(fit_part.nnz),
                     "validation_interactions": int(validation.nnz)},
         seconds=time.perf_counter() - start,
@@ -244,9 +251,10 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
 
 
 def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: int, k: int = 10,
-                        holdout_fraction: float = 0.25, objective: str = "ndcg",
-                        max_trials: int | None = None, num_threads: int = 0,
-                        max_eval_users: int | None = None) -> tuple[TrainResult, SearchResult]:
+                        holdout_fraction: float = 0.25, split: str = "random",
+                        objective: str = "ndcg", max_trials: int | None = None,
+                        num_threads: int = 0, max_eval_users: int | None = None,
+                        als_device: str = "cpu") -> tuple[TrainResult, SearchResult]:
     """The full protocol: holdout split -> search on train only -> test metrics -> refit on all.
 
     Args:
@@ -255,21 +263,27 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
         seed: seeds the holdout split (`seed`), the validation split (`seed + 1`) and the models.
         k: cut-off for validation and test metrics.
         holdout_fraction: per-user test share; the validation share of train is the same.
+        split: "random", or "time" (test is each user's latest share, from `data.last_ts`, and
+            validation the latest share of train); see `training.evaluate.holdout_split`.
         objective: metric maximised on validation.
         max_trials: optional cap (seeded random sample of the grid).
         num_threads: implicit's threads.
         max_eval_users: evaluate trials and the test split on a seeded sample of this many
             users (`training.evaluate.evaluation_users`); None: all users.
+        als_device: where the trials and the final fits run (`training.model.fit_als`).
 
     Returns:
         (TrainResult of the chosen parameters with its test metrics and the model refitted on all
         data, SearchResult with every trial).
     """
-    train, test = split_per_user(data.matrix, holdout_fraction, seed=seed)
-    search = search_als(train, space, k=k, validation_fraction=holdout_fraction, seed=seed,
-                        objective=objective, max_trials=max_trials, num_threads=num_threads,
-                        max_eval_users=max_eval_users)
+    train, test, train_last_ts = holdout_split(data.matrix, holdout_fraction, seed, split=split,
+                                               last_ts=data.last_ts)
+    search = search_als(train, space, k=k, validation_fraction=holdout_fraction, split=split,
+                        train_last_ts=train_last_ts, seed=seed, objective=objective,
+                        max_trials=max_trials, num_threads=num_threads,
+                        max_eval_users=max_eval_users, als_device=als_device)
     result = evaluate_and_refit(data, train, test, search.best, k=k,
-                                holdout_fraction=holdout_fraction, num_threads=num_threads,
-                                max_eval_users=max_eval_users)
+                                holdout_fraction=holdout_fraction, split=split,
+                                num_threads=num_threads, max_eval_users=max_eval_users,
+                                als_device=als_device)
     return result, search

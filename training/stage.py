@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
 
 from features.snapshot import Manifest
 from recsys.errors import ModelError
@@ -69,26 +71,40 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
     Returns:
         (model directory, TrainResult with the holdout metrics of the chosen parameters).
     """
-    data = load_interactions(manifest.view_path("interactions"))
+    data = load_interactions(manifest.view_path("interactions"),
+                             with_last_ts=settings.holdout_split == "time")
     metadata: dict[str, Any] = {"feature_snapshot": manifest.snapshot_id,
                                 "data_hashes": _data_hashes(manifest)}
     extra_files: dict[str, str] = {}
     if settings.search if search is None else search:
         result, found = search_and_evaluate(
             data, search_space_from_settings(settings), seed=settings.seed, k=settings.eval_k,
-            holdout_fraction=settings.holdout_fraction, objective=settings.search_objective,
+            holdout_fraction=settings.holdout_fraction, split=settings.holdout_split,
+            objective=settings.search_objective,
             max_eval_users=settings.eval_max_users,
-            max_trials=settings.search_max_trials)
+            max_trials=settings.search_max_trials, als_device=settings.als_device)
         metadata["search"] = found.summary()
         extra_files = {SEARCH_TRIALS_JSONL: found.trials_jsonl(),
                        SEARCH_TRIALS_MD: found.trials_markdown()}
     else:
         result = train_and_evaluate(data, params_from_settings(settings), k=settings.eval_k,
                                     holdout_fraction=settings.holdout_fraction,
-                                    max_eval_users=settings.eval_max_users)
+                                    split=settings.holdout_split,
+                                    max_eval_users=settings.eval_max_users,
+                                    als_device=settings.als_device)
     model_dir = save_model(result, data, models_root=settings.models_dir, version=version,
                            metadata=metadata, extra_files=extra_files)
     return model_dir, result
+
+
+def _recommend_all_users(model: AlternatingLeastSquares, matrix: sp.csr_matrix,
+                         settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Top `settings.top_n` unseen items of every user on `settings.score_backend`."""
+    if settings.score_backend == "gpu":
+        from training import gpu_scoring  # torch is optional: import it only when asked for
+
+        return gpu_scoring.recommend_top_n_torch(model, matrix, settings.top_n, device="cuda")
+    return recommend_top_n(model, matrix, settings.top_n)
 
 
 def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) -> Path:
@@ -98,12 +114,15 @@ def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) 
     scores.npz keys: rec_items, rec_scores (n_users, N); similar_items, similar_scores
     (n_items, M); popular_items, popular_scores (P,); and with explanations rec_explain_items
     (n_users, N, E) int32 (-1 pads) and rec_explain_scores (n_users, N, E) float32.
+
+    The top-N per user runs on `settings.score_backend`: implicit on the CPU, or torch on a CUDA
+    GPU (`training.gpu_scoring`; a ModelError when torch or CUDA is missing, never a fall-back).
     """
     model, user_ids, item_ids, metadata = load_model(model_dir)
     data = load_interactions(manifest.view_path("interactions"))
     if not (np.array_equal(data.user_ids, user_ids) and np.array_equal(data.item_ids, item_ids)):
         raise ModelError(f"model {model_dir.name} ids do not match snapshot {manifest.snapshot_id}")
-    rec_items, rec_scores = recommend_top_n(model, data.matrix, settings.top_n)
+    rec_items, rec_scores = _recommend_all_users(model, data.matrix, settings)
     sim_items, sim_scores = similar_items_top_n(model, settings.similar_n)
     pop_items, pop_scores = popular_items(data.matrix, settings.popular_n)
     arrays: dict[str, np.ndarray] = {

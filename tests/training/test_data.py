@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.errors import InputFileError
+from recsys.errors import InputFileError, ModelError
 from training.data import build_matrix, load_interactions
+from training.evaluate import holdout_split
 
 
 def write(path: Path, users, items, weights, **extra) -> Path:
@@ -75,3 +76,65 @@ def test_empty_file_is_rejected(tmp_path: Path) -> None:
     path = write(tmp_path / "x.parquet", pa.array([], pa.string()), pa.array([], pa.string()), [])
     with pytest.raises(InputFileError, match="no interactions"):
         load_interactions(path)
+
+
+def timestamps(seconds, unit: str = "us", tz: str | None = "UTC") -> pa.Array:
+    ticks = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    return pa.array([None if s is None else s * ticks for s in seconds],
+                    pa.int64()).cast(pa.timestamp(unit, tz=tz))
+
+
+def test_last_ts_follows_the_csr_order_and_takes_the_latest_of_a_duplicate_pair(
+        tmp_path: Path) -> None:
+    # rows (b, i2) appear twice (times 100 and 300): the pair's time is 300
+    path = write(tmp_path / "x.parquet", ["b", "a", "b", "c", "b"], ["i2", "i1", "i2", "i1", "i10"],
+                 [1.0, 2.0, 0.5, 3.0, 4.0], last_ts=timestamps([100, 200, 300, 50, 400]))
+    data = load_interactions(path, with_last_ts=True)
+    # CSR order: (a, i1), (b, i10), (b, i2), (c, i1)
+    np.testing.assert_allclose(data.matrix.data, [2.0, 4.0, 1.5, 3.0])
+    assert data.last_ts.dtype == np.float64
+    np.testing.assert_array_equal(data.last_ts, [200.0, 400.0, 300.0, 50.0])
+    assert load_interactions(path).last_ts is None          # only read when asked for
+
+
+@pytest.mark.parametrize(("unit", "tz"), [("ns", None), ("s", "Europe/Berlin"), ("ms", "UTC")])
+def test_last_ts_matches_a_per_pair_maximum_for_any_unit(tmp_path: Path, unit: str, tz) -> None:
+    rng = np.random.default_rng(1)
+    users = [f"u{i}" for i in rng.integers(0, 30, 400)]
+    items = [f"i{i}" for i in rng.integers(0, 12, 400)]       # many duplicate pairs
+    seconds = rng.integers(1_600_000_000, 1_700_000_000, 400)
+    path = write(tmp_path / "x.parquet", users, items, np.ones(400),
+                 last_ts=timestamps(seconds.tolist(), unit, tz))
+    data = load_interactions(path, with_last_ts=True)
+    latest: dict[tuple[str, str], int] = {}
+    for user, item, second in zip(users, items, seconds.tolist()):
+        latest[user, item] = max(second, latest.get((user, item), second))
+    coo = data.matrix.tocoo()                                  # CSR order
+    expected = [latest[data.user_ids[r], data.item_ids[c]] for r, c in zip(coo.row, coo.col)]
+    np.testing.assert_array_equal(data.last_ts, expected)
+    built = build_matrix(np.array(users, dtype=object), np.array(items, dtype=object),
+                         np.ones(400), last_ts=seconds)
+    np.testing.assert_array_equal(built.last_ts, data.last_ts)
+
+
+def test_missing_last_ts_keeps_the_random_split_and_fails_the_time_split(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.parquet", ["a", "a", "b"], ["i", "j", "i"], [1.0, 1.0, 1.0])
+    data = load_interactions(path, with_last_ts=True)
+    assert data.last_ts is None
+    train, test, _ = holdout_split(data.matrix, 0.5, 0, split="random", last_ts=data.last_ts)
+    assert train.nnz + test.nnz == 3
+    with pytest.raises(ModelError, match="'last_ts' column"):
+        holdout_split(data.matrix, 0.5, 0, split="time", last_ts=data.last_ts)
+
+
+def test_null_last_ts_fails_the_time_split_and_a_non_timestamp_is_rejected(
+        tmp_path: Path) -> None:
+    path = write(tmp_path / "x.parquet", ["a", "a", "b"], ["i", "j", "i"], [1.0, 1.0, 1.0],
+                 last_ts=timestamps([10, None, 30]))
+    data = load_interactions(path, with_last_ts=True)
+    assert np.isnan(data.last_ts).tolist() == [False, True, False]
+    with pytest.raises(ModelError, match="1 user-item pair.*null 'last_ts'"):
+        holdout_split(data.matrix, 0.5, 0, split="time", last_ts=data.last_ts)
+    wrong = write(tmp_path / "y.parquet", ["a"], ["i"], [1.0], last_ts=["2024-01-01"])
+    with pytest.raises(InputFileError, match="expected a timestamp"):
+        load_interactions(wrong, with_last_ts=True)

@@ -12,9 +12,11 @@ from recsys.errors import ModelError
 from training.data import InteractionMatrix, to_csr
 from training.evaluate import (
     evaluation_users,
+    holdout_split,
     popularity_recommendations,
     ranking_metrics,
     split_per_user,
+    split_per_user_by_time,
     train_and_evaluate,
 )
 from training.model import AlsParams, fit_als, recommend_top_n
@@ -187,3 +189,112 @@ def test_sampled_evaluation_scores_exactly_the_sampled_users(small_params: AlsPa
     assert sampled.metrics["als"] == pytest.approx(expected)
     sampled_recs, _ = recommend_top_n(model, train, 3, users=sample)
     assert np.array_equal(sampled_recs, recs[sample])
+
+
+def csr_values(dense: np.ndarray, matrix: sp.csr_matrix) -> np.ndarray:
+    """dense[u, i] for every non-zero (u, i) of `matrix`, in the order of `matrix.data`."""
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    return np.asarray(dense)[rows, matrix.indices]
+
+
+# Last-event times of the pairs of TIME_WEIGHTS (0 where there is no pair).
+TIME_WEIGHTS = np.array([[1, 2, 3, 4, 0, 0],     # 4 items: 3 stay in train
+                         [0, 1, 0, 0, 5, 2],     # 3 items: round(2.25) = 2 stay
+                         [0, 0, 7, 0, 0, 0],     # 1 item: stays in train
+                         [0, 0, 0, 0, 0, 0],     # no items
+                         [3, 0, 0, 0, 1, 0],     # 2 items: round(1.5) = 2 stay (half to even)
+                         [1, 1, 1, 1, 0, 0]])    # 4 items, two tied for latest
+TIME_SECONDS = np.array([[40, 10, 30, 20, 0, 0],
+                         [0, 5, 0, 0, 7, 6],
+                         [0, 0, 99, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0],
+                         [8, 0, 0, 0, 9, 0],
+                         [10, 20, 20, 5, 0, 0]], dtype=np.float64)
+
+
+def test_time_split_holds_out_each_users_latest_items() -> None:
+    matrix = csr(TIME_WEIGHTS)
+    last_ts = csr_values(TIME_SECONDS, matrix)
+    train, test, train_last_ts = split_per_user_by_time(matrix, last_ts, 0.25, seed=0)
+
+    held_out = test.toarray() > 0
+    np.testing.assert_array_equal(held_out[:5], [[1, 0, 0, 0, 0, 0],    # time 40
+                                                 [0, 0, 0, 0, 1, 0],    # time 7
+                                                 [0, 0, 0, 0, 0, 0],
+                                                 [0, 0, 0, 0, 0, 0],
+                                                 [0, 0, 0, 0, 0, 0]])
+    assert held_out[5].sum() == 1 and (held_out[5, 1] or held_out[5, 2])  # one of the tied 20s
+    assert train.multiply(test).nnz == 0 and abs(train + test - matrix).max() == 0
+    np.testing.assert_array_equal(train_last_ts, csr_values(TIME_SECONDS, train))
+    # the same per-user counts as the random split
+    random_train, random_test = split_per_user(matrix, 0.25, seed=0)
+    np.testing.assert_array_equal(np.diff(train.indptr), np.diff(random_train.indptr))
+    np.testing.assert_array_equal(np.diff(test.indptr), np.diff(random_test.indptr))
+
+
+def test_time_split_breaks_ties_with_the_seed() -> None:
+    matrix = csr(TIME_WEIGHTS)
+    last_ts = csr_values(TIME_SECONDS, matrix)
+    held_out_of_tied_user = set()
+    for seed in range(20):
+        _, test, _ = split_per_user_by_time(matrix, last_ts, 0.25, seed=seed)
+        _, again, _ = split_per_user_by_time(matrix, last_ts, 0.25, seed=seed)
+        assert (test != again).nnz == 0                        # deterministic for a seed
+        held_out_of_tied_user.add(int(test[5].indices[0]))
+    assert held_out_of_tied_user == {1, 2}                     # not always the same item
+
+
+def _dense_times(matrix: sp.csr_matrix, last_ts: np.ndarray) -> np.ndarray:
+    times = np.zeros(matrix.shape)
+    times[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr)), matrix.indices] = last_ts
+    return times
+
+
+def test_time_split_on_random_data_never_tests_an_earlier_pair() -> None:
+    matrix = _random_matrix()
+    rng = np.random.default_rng(4)
+    last_ts = rng.integers(0, 50, matrix.nnz).astype(np.float64)   # coarse: many ties
+    train, test, train_last_ts = split_per_user_by_time(matrix, last_ts, 0.3, seed=2)
+    assert train.multiply(test).nnz == 0 and abs(train + test - matrix).max() == 0
+    test_last_ts = csr_values(_dense_times(matrix, last_ts), test)
+    for user in range(matrix.shape[0]):
+        user_train = train_last_ts[train.indptr[user]:train.indptr[user + 1]]
+        user_test = test_last_ts[test.indptr[user]:test.indptr[user + 1]]
+        if len(user_test):
+            assert user_train.max() <= user_test.min()
+    random_train, _ = split_per_user(matrix, 0.3, seed=2)
+    np.testing.assert_array_equal(np.diff(train.indptr), np.diff(random_train.indptr))
+
+
+def test_holdout_split_dispatches_and_rejects_bad_input() -> None:
+    matrix = csr(TIME_WEIGHTS)
+    last_ts = csr_values(TIME_SECONDS, matrix)
+    train, test, train_last_ts = holdout_split(matrix, 0.25, 3, split="random", last_ts=last_ts)
+    expected_train, expected_test = split_per_user(matrix, 0.25, seed=3)
+    assert (train != expected_train).nnz == 0 and (test != expected_test).nnz == 0
+    assert train_last_ts is None
+    time_train, _, _ = holdout_split(matrix, 0.25, 3, split="time", last_ts=last_ts)
+    assert (time_train != split_per_user_by_time(matrix, last_ts, 0.25, seed=3)[0]).nnz == 0
+    with pytest.raises(ModelError, match="'last_ts' column"):
+        holdout_split(matrix, 0.25, 3, split="time")
+    with pytest.raises(ModelError, match="shape"):
+        holdout_split(matrix, 0.25, 3, split="time", last_ts=last_ts[1:])
+    with pytest.raises(ModelError, match="unknown holdout split"):
+        holdout_split(matrix, 0.25, 3, split="chrono", last_ts=last_ts)
+
+
+def test_train_and_evaluate_records_the_split(checkerboard, small_params: AlsParams) -> None:
+    ids = np.array([f"u{i:02d}" for i in range(20)], dtype=object)
+    last_ts = np.random.default_rng(0).random(checkerboard.nnz)
+    data = InteractionMatrix(user_ids=ids, item_ids=ids.copy(), matrix=checkerboard,
+                             last_ts=last_ts)
+    assert train_and_evaluate(data, small_params, k=3).metrics["holdout_split"] == "random"
+    timed = train_and_evaluate(data, small_params, k=3, split="time")
+    assert timed.metrics["holdout_split"] == "time"
+    # the ALS metrics are those of a model fitted on the time split's train part
+    train, test, _ = split_per_user_by_time(checkerboard, last_ts, 0.25, small_params.seed)
+    recs, _ = recommend_top_n(fit_als(train, small_params), train, 3)
+    assert timed.metrics["als"] == pytest.approx(ranking_metrics(recs, test, 3, n_items=20))
+    untimed = InteractionMatrix(user_ids=ids, item_ids=ids.copy(), matrix=checkerboard)
+    with pytest.raises(ModelError, match="last_ts"):
+        train_and_evaluate(untimed, small_params, k=3, split="time")

@@ -11,6 +11,7 @@ import pytest
 from recsys.errors import ModelError
 from tests.training.helpers import make_checkerboard
 from training.data import InteractionMatrix
+from training.evaluate import split_per_user, split_per_user_by_time
 from training.search import SearchSpace, objective_key, search_als, search_and_evaluate
 
 SPACE = SearchSpace(factors=(2, 4), regularization=(0.1,), alpha=(5.0,), iterations=(5,),
@@ -87,9 +88,35 @@ def test_search_and_evaluate_never_sees_the_test_split(monkeypatch) -> None:
 
     monkeypatch.setattr(search_module, "search_als", spy)
     result, search = search_and_evaluate(data, SPACE, seed=9, k=3)
-    train, test = search_module.split_per_user(matrix, 0.25, seed=9)
+    train, test = split_per_user(matrix, 0.25, seed=9)
     assert (seen["train"] != train).nnz == 0              # the search got exactly the train part
     assert seen["train"].multiply(test).nnz == 0
     assert result.params == search.best
     assert result.metrics["split_seed"] == 9
     assert result.model.user_factors.shape[0] == matrix.shape[0]   # refitted on all data
+
+
+def test_time_split_search_validates_on_the_latest_share_of_train(monkeypatch) -> None:
+    import training.search as search_module
+
+    matrix = bigger_checkerboard()
+    ids = np.array([f"u{i:03d}" for i in range(matrix.shape[0])], dtype=object)
+    last_ts = np.random.default_rng(2).integers(0, 10**6, matrix.nnz).astype(np.float64)
+    data = InteractionMatrix(user_ids=ids, item_ids=ids[: matrix.shape[1]].copy(), matrix=matrix,
+                             last_ts=last_ts)
+    scored = []
+    original = search_module.ranking_metrics
+
+    def spy(recommended, test, *args, **kwargs):
+        scored.append(test)
+        return original(recommended, test, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "ranking_metrics", spy)
+    result, search = search_and_evaluate(data, SPACE, seed=9, k=3, split="time", max_trials=2)
+    train, _, train_last_ts = split_per_user_by_time(matrix, last_ts, 0.25, seed=9)
+    _, validation, _ = split_per_user_by_time(train, train_last_ts, 0.25, seed=10)
+    assert len(scored) == 2                                     # one validation per trial
+    assert all((v != validation).nnz == 0 for v in scored)
+    assert (validation != split_per_user(train, 0.25, seed=10)[1]).nnz > 0   # not the random one
+    assert search.validation["split"] == "time"
+    assert result.metrics["holdout_split"] == "time" and result.metrics["split_seed"] == 9

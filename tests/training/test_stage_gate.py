@@ -14,13 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from features.snapshot import Manifest, ViewSnapshot, manifest_path
+from recsys.errors import ModelError
 from recsys.settings import Settings
 from serving.stage import load_payload, publish_run
 from serving.store import open_store
 from tests.training.test_search import bigger_checkerboard
+from training import gate
 from training.gate import champion_recommendations, decide
 from training.data import load_interactions
-from training.evaluate import split_per_user
+from training.evaluate import split_per_user, split_per_user_by_time
 from training.stage import score_run_model, train_run_model
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,8 @@ GOOD = {"factors": 2, "regularization": 0.1, "alpha": 5.0, "iterations": 10, "se
 BAD = {"factors": 1, "regularization": 500.0, "alpha": 0.1, "iterations": 1, "seed": 3}
 
 
-def write_snapshot(root: Path, snapshot_id: str, *, drop_users: int = 0) -> Manifest:
+def write_snapshot(root: Path, snapshot_id: str, *, drop_users: int = 0,
+                   with_last_ts: bool = False) -> Manifest:
     matrix = bigger_checkerboard()
     coo = matrix.tocoo()
     keep = coo.row >= drop_users
@@ -37,8 +40,13 @@ def write_snapshot(root: Path, snapshot_id: str, *, drop_users: int = 0) -> Mani
     items = np.char.add("i", coo.col[keep].astype(str))
     path = root / "features" / "interactions" / f"snapshot={snapshot_id}" / "data.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"user_id": users.astype(str), "item_id": items.astype(str),
-                             "weight": coo.data[keep].astype(np.float64)}), path)
+    columns = {"user_id": users.astype(str), "item_id": items.astype(str),
+               "weight": coo.data[keep].astype(np.float64)}
+    if with_last_ts:  # as the feature store writes it: microseconds, UTC
+        micros = np.random.default_rng(0).integers(1_600_000_000, 1_700_000_000,
+                                                   int(keep.sum())) * 10**6
+        columns["last_ts"] = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table(columns), path)
     item_path = root / "features" / "item_features" / f"snapshot={snapshot_id}" / "data.parquet"
     item_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"item_id": np.unique(items.astype(str))}), item_path)
@@ -169,3 +177,46 @@ def test_champion_gives_unknown_users_no_recommendations(tmp_path: Path, mongo_u
     assert np.all(recs[~unknown] >= 0)
     # never a training item, and in the user's own group (the champion learned the structure)
     assert train[np.arange(data.n_users)[:, None], np.maximum(recs, 0)][~unknown].nnz == 0
+
+
+def test_gate_recomputes_the_recorded_split(tmp_path: Path, monkeypatch) -> None:
+    manifest = write_snapshot(tmp_path, "s1", with_last_ts=True)
+    random_split = Settings(data_dir=tmp_path, eval_k=3, holdout_fraction=0.25, **GOOD)
+    time_split = random_split.model_copy(update={"holdout_split": "time"})
+    random_dir, _ = train_run_model(manifest, version="random", settings=random_split)
+    time_dir, timed = train_run_model(manifest, version="time", settings=time_split)
+    time_meta = json.loads((time_dir / "metadata.json").read_text())
+    assert time_meta["metrics"]["holdout_split"] == "time"
+
+    gate_trains = []
+    original = gate.champion_recommendations
+
+    def spy(champion_dir, data, train, k, **kwargs):
+        gate_trains.append(train)
+        return original(champion_dir, data, train, k, **kwargs)
+
+    monkeypatch.setattr(gate, "champion_recommendations", spy)
+    data = load_interactions(manifest.view_path("interactions"), with_last_ts=True)
+    # the challenger's recorded split wins over the settings the gate runs with
+    decision = decide(time_dir, manifest, settings=random_split, champion_version="random")
+    time_train, _, _ = split_per_user_by_time(data.matrix, data.last_ts, 0.25, seed=3)
+    assert (gate_trains[-1] != time_train).nnz == 0
+    assert decision.challenger_metric == timed.metrics["als"]["ndcg@3"]
+
+    # metrics from before the time split existed have no "holdout_split": they were random
+    meta_file = random_dir / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["metrics"].pop("holdout_split") == "random"
+    meta_file.write_text(json.dumps(meta))
+    decide(random_dir, manifest, settings=time_split, champion_version="time")
+    assert (gate_trains[-1] != split_per_user(data.matrix, 0.25, seed=3)[0]).nnz == 0
+    assert (gate_trains[-1] != time_train).nnz > 0
+
+
+def test_time_split_without_last_ts_names_the_column(tmp_path: Path, monkeypatch) -> None:
+    manifest = write_snapshot(tmp_path, "old")                   # an older snapshot: no last_ts
+    monkeypatch.setenv("RECSYS_HOLDOUT_SPLIT", "time")
+    settings = Settings(data_dir=tmp_path, eval_k=3, **GOOD)
+    assert settings.holdout_split == "time"
+    with pytest.raises(ModelError, match="'last_ts' column"):
+        train_run_model(manifest, version="v1", settings=settings)

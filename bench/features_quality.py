@@ -1,18 +1,24 @@
-"""Effect of the interactions view's recency decay on offline ranking metrics (MovieLens 100K).
+"""Offline ranking metrics by the interactions view's recency decay and by holdout split.
 
 Validates and normalizes a batch with the validate stage, builds one feature snapshot per
-half-life and trains/evaluates ALS exactly as the pipeline's train stage does (same settings,
-split and seed), printing one metrics row per half-life.
+half-life and trains/evaluates ALS exactly as the pipeline's train stage does (same settings and
+seed), once per holdout split (`RECSYS_HOLDOUT_SPLIT`: per-user random, or per user by time),
+printing one row of ALS and most-popular metrics per (half-life, split).
 
     .venv/bin/python bench/features_quality.py DIR --half-lives 0 365 180 90
+    .venv/bin/python bench/features_quality.py DIR --half-lives 0 --splits random time
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
+
+# The repository's packages first: bench/features.py must not shadow the `features` package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from features.stage import build_run_features
 from ingest.stage import ingest_batch
@@ -26,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input_dir", type=Path, help="batch directory (e.g. imported ML100k)")
     parser.add_argument("--half-lives", type=float, nargs="+", default=[0.0, 365.0, 90.0])
+    parser.add_argument("--splits", nargs="+", choices=("random", "time"), default=["random"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(data_dir=Path(tmp))
@@ -34,14 +41,16 @@ def main() -> None:
             settings = base.model_copy(update={"feature_half_life_days": half_life})
             manifest = build_run_features(raw_files, snapshot_id=f"run{run}-hl{half_life:g}",
                                           settings=settings)
-            data = load_interactions(manifest.view_path("interactions"))
-            result = train_and_evaluate(data, params_from_settings(settings),
-                                        k=settings.eval_k,
-                                        holdout_fraction=settings.holdout_fraction)
-            als = result.metrics["als"]
-            print(json.dumps({"half_life_days": half_life,
-                              **{k: round(v, 4) for k, v in als.items()}}), flush=True)
-
+            data = load_interactions(manifest.view_path("interactions"),
+                                     with_last_ts="time" in args.splits)
+            for split in args.splits:
+                result = train_and_evaluate(data, params_from_settings(settings),
+                                            k=settings.eval_k,
+                                            holdout_fraction=settings.holdout_fraction,
+                                            split=split)
+                print(json.dumps({"half_life_days": half_life, "split": split, **{
+                    model: {k: round(v, 4) for k, v in result.metrics[model].items()}
+                    for model in ("als", "popular")}}), flush=True)
 
 if __name__ == "__main__":
     main()

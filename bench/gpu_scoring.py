@@ -1,7 +1,7 @@
 """Micro benchmark: all-users top-N on the CPU (`recommend_top_n`) vs the torch path.
 
-    .venv/bin/python bench/gpu_scoring.py --users 100000 --items 20000 --factors 32
-    .venv/bin/python bench/gpu_scoring.py --users 1000000 --items 100000 --device cuda --skip-cpu
+    python -m bench gpu-scoring --users 100000 --items 20000 --factors 32
+    python -m bench gpu-scoring --users 1000000 --items 100000 --device cuda --skip-cpu
 
 Random float32 factors (standard normal / sqrt(factors)) and a random seen-items CSR (geometric
 number of items per user, mean `--seen-per-user`, uniform items) stand in for a trained model; the
@@ -23,29 +23,23 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path and `bench/training.py` would
-# shadow the `training` package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
 
-import numpy as np  # noqa: E402 - after the sys.path fix above
-import scipy.sparse as sp  # noqa: E402
-from implicit.cpu.als import AlternatingLeastSquares  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from training.data import to_csr  # noqa: E402
-from training.gpu_scoring import (  # noqa: E402
+from training.data import to_csr
+from training.gpu_scoring import (
     DEFAULT_BATCH_SIZE,
     import_torch,
     resolve_device,
     top_n_from_factors,
 )
-from training.model import recommend_top_n  # noqa: E402
+from training.model import recommend_top_n
 
 log = logging.getLogger("bench.gpu_scoring")
 
@@ -132,8 +126,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench gpu-scoring`: print the figures (and write them to `--json`)."""
+    parser = argparse.ArgumentParser(prog="python -m bench gpu-scoring",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--factors", type=int, default=32)
@@ -147,7 +143,7 @@ def main() -> None:
     parser.add_argument("--skip-cpu", action="store_true", help="time the torch path only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)
     text = json.dumps(result, indent=2)

@@ -1,8 +1,8 @@
 """Partitioned all-users scoring with W local worker processes: a scale-out simulation.
 
-    .venv/bin/python bench/partitioned_scoring.py                       # 1M users x 100k items x 32
-    .venv/bin/python bench/partitioned_scoring.py --users 200000 --items 20000 --workers 1 2 4 \\
-        --json bench/results/partitioned_scoring.json
+    python -m bench partitioned-scoring                       # 1M users x 100k items x 32
+    python -m bench partitioned-scoring --users 200000 --items 20000 --workers 1 2 4 \\
+        --json data/bench/partitioned_scoring.json
 
 What it does, in the shape a fanned-out scoring flow would have (docs/scaling.md):
   1. Random float32 factors and a random seen-items CSR (`bench.gpu_scoring.random_factors` /
@@ -37,23 +37,17 @@ import logging
 import multiprocessing as mp
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path and `bench/training.py` would
-# shadow the `training` package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
-import numpy as np  # noqa: E402 - after the sys.path fix above
-import scipy.sparse as sp  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from bench.gpu_scoring import als_from_factors, compare, random_factors, random_seen  # noqa: E402
-from training.model import recommend_top_n  # noqa: E402
+from bench.gpu_scoring import als_from_factors, compare, random_factors, random_seen
+from training.model import recommend_top_n
 
 log = logging.getLogger("bench.partitioned_scoring")
 
@@ -191,8 +185,10 @@ def check_outputs(work: Path, workers: list[int], *, top_n: int, seed: int) -> d
     return checks
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench partitioned-scoring`: print the figures (and write them to `--json`)."""
+    parser = argparse.ArgumentParser(prog="python -m bench partitioned-scoring",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--factors", type=int, default=32)
@@ -208,7 +204,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the memory-mapped inputs/outputs (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,9 +1,10 @@
 """Serving load benchmark: wrk against the API (uvicorn, separate process) vs a bare pymongo loop.
 
-    .venv/bin/python bench/serving_load.py --users 10000 --concurrency 1 8 32 64 --duration 10
+    python -m bench serving-load --users 10000 --concurrency 1 8 32 64 --duration 10
 
 Starts its own `secantusd-py` unless `--uri` is given, publishes a generated version
-(`--users` x top-50, genres attached), starts `uvicorn --factory serving.api.main:create_app`
+(`--users` x top-50, genres attached), starts
+`uvicorn --factory serving.api.main:app_from_environment`
 in a subprocess, and runs `wrk` (a separate load process; `apt-get install wrk`) at each
 concurrency on `GET /users/{random id}/recommendations?k=10` (ids drawn from the first
 `--hot-users`; the find_one baseline draws from the same set), once with the document cache
@@ -26,14 +27,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 from pymongo import MongoClient
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.publish import make_payload  # noqa: E402
-from recsys.mongo_server import EmbeddedMongo, free_port  # noqa: E402
-from serving.store import MongoServingStore, recs_collection  # noqa: E402
+from bench.child_process import REPO, run_child
+from bench.publish import VERSION, make_payload
+from recsys.mongo import recs_collection
+from recsys.mongo_server import EmbeddedMongo, free_port
+from serving.store import MongoServingStore
 
 logger = logging.getLogger("bench.serving_load")
 DB = "bench_serving"
@@ -68,7 +69,7 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str
 
 def _find_one_worker(uri: str, users: int, seconds: float, out: list[list[float]]) -> None:
     client: MongoClient = MongoClient(uri)
-    coll = client[DB][recs_collection("bench")]
+    coll = client[DB][recs_collection(VERSION)]
     lat: list[float] = []
     rng = random.Random()
     end = time.perf_counter() + seconds
@@ -81,7 +82,10 @@ def _find_one_worker(uri: str, users: int, seconds: float, out: list[list[float]
 
 
 def find_one_loop(uri: str, users: int, threads: int, seconds: float) -> dict[str, float]:
-    """Runs in a child process (see `--baseline`), so it is a separate client like wrk."""
+    """`threads` pymongo clients reading random users' recommendations for `seconds`.
+
+    Runs in a child process (see `--baseline`), so it is a separate client, like wrk.
+    """
     lats: list[list[float]] = []
     workers = [threading.Thread(target=_find_one_worker, args=(uri, users, seconds, lats))
                for _ in range(threads)]
@@ -99,17 +103,16 @@ def find_one_loop(uri: str, users: int, threads: int, seconds: float) -> dict[st
 
 
 def start_api(uri: str, port: int, cache_entries: int, log: Path) -> subprocess.Popen[bytes]:
+    """The API in its own uvicorn process on `port`, once it answers `/ready`."""
     env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DB": DB,
            "RECSYS_API_RATE_LIMIT_PER_SECOND": "0", "RECSYS_TOP_N": "50",
            "RECSYS_API_CACHE_ENTRIES": str(cache_entries)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "serving.api.main:create_app",
+        [sys.executable, "-m", "uvicorn", "--factory", "serving.api.main:app_from_environment",
          "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level",
          "warning"],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
-    import httpx
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -122,8 +125,10 @@ def start_api(uri: str, port: int, cache_entries: int, log: Path) -> subprocess.
     raise RuntimeError(f"API did not become ready; see {log}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The `python -m bench serving-load` command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench serving-load",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--hot-users", type=int, default=1000,
@@ -132,7 +137,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--uri")
     parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)  # child mode: threads
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Publish a generated version, then load the API and the bare loop; print the figures."""
+    args = parse_args(argv)
     if args.baseline:
         print(json.dumps(find_one_loop(args.uri, args.users, args.baseline, args.duration)))
         return
@@ -149,17 +159,16 @@ def main() -> None:
         store = MongoServingStore(client[DB])
         logger.info("publishing %d users ...", args.users)
         store.publish(make_payload(args.users, args.items, 50, 20, 32, 0))
-        store.activate("bench")
+        store.activate(VERSION)
         script = tmp / "recs.lua"
         script.write_text(WRK_SCRIPT % (min(args.hot_users, args.users) - 1))
         for threads in sorted({1, max(args.concurrency)}):
-            out = subprocess.run(
-                [sys.executable, __file__, "--uri", uri,
-                 "--users", str(min(args.hot_users, args.users)),
-                 "--duration", str(args.duration), "--baseline", str(threads)],
-                capture_output=True, text=True, check=True).stdout
-            print(json.dumps({"target": "pymongo find_one loop", "threads": threads,
-                              **json.loads(out)}), flush=True)
+            out = run_child("bench.serving_load",
+                            ["--uri", uri, "--users", str(min(args.hot_users, args.users)),
+                             "--duration", str(args.duration), "--baseline", str(threads)])
+            out.pop("process_seconds")
+            print(json.dumps({"target": "pymongo find_one loop", "threads": threads, **out}),
+                  flush=True)
         for label, entries in (("api, cache on", 100_000), ("api, cache off", 0)):
             port = free_port()
             api = start_api(uri, port, entries, tmp / "api.log")

@@ -9,17 +9,17 @@ fresh process (so one phase's memory does not help the next):
                      SUMMARY results), without Data Docs;
 * `validate+docs` -- the same with GE Data Docs built, as the pipeline does;
 * `ingest_batch`  -- the whole stage, `ingest.stage.ingest_batch` (read, validate, normalize,
-                     write `raw/<run id>/`), Data Docs off, in a temporary data dir, holding the
-                     interactions whole;
+                     write into the raw store), Data Docs off, in a temporary data dir, holding
+                     the interactions whole;
 * `ingest_batch/chunked` -- the same streaming the interactions `--chunk-rows` rows at a time
                      (`RECSYS_VALIDATE_CHUNK_ROWS`); only with `--chunk-rows`;
 
 and prints the figures and the ratio (read_batch + validate) / pyarrow-read, plus peak RSS
 (`VmHWM` of the phase's own process).
 
-    .venv/bin/python bench/validation.py --interactions 1000000 2000000
-    .venv/bin/python bench/validation.py --interactions 10000000   # the issue's full size
-    .venv/bin/python bench/validation.py --interactions 2000000 --chunk-rows 500000 \
+    python -m bench validation --interactions 1000000 2000000
+    python -m bench validation --interactions 10000000   # the issue's full size
+    python -m bench validation --interactions 2000000 --chunk-rows 500000 \
         --phases ingest_batch ingest_batch/chunked
 """
 
@@ -28,14 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.child_process import peak_rss_mib, run_child
+from ingest.reader import read_batch
+from ingest.stage import ingest_batch
+from ingest.validate import validate_batch
+from recsys.settings import load_settings
 
 PHASES = ("pyarrow-read", "read_batch", "validate", "validate+docs", "ingest_batch",
           "ingest_batch/chunked")
@@ -43,10 +49,6 @@ PHASES = ("pyarrow-read", "read_batch", "validate", "validate+docs", "ingest_bat
 
 def generate(out_dir: Path, interactions: int, seed: int = 7) -> None:
     """Write users/items/interactions parquet for `interactions` rows (vectorised numpy)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = np.random.default_rng(seed)
     n_users, n_items = max(10, interactions // 50), max(10, interactions // 200)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,28 +67,25 @@ def generate(out_dir: Path, interactions: int, seed: int = 7) -> None:
     }), out_dir / "interactions.parquet", row_group_size=1_000_000)
 
 
-def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[str, float]:
+def _import_gx() -> None:
+    # GE's one-off import (~10 s) is not what we measure.
+    import great_expectations  # noqa: F401
+
+
+def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[str, Any]:
     """Run one phase in this process; return its seconds and peak RSS (MiB)."""
-    import pyarrow.parquet as pq
-
-    from ingest.reader import read_batch
-    from ingest.validate import _import_gx, validate_batch
-    from recsys.settings import Settings
-
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     if phase.startswith("ingest_batch"):
-        from ingest.stage import ingest_batch
-
-        _import_gx()  # the one-off import (~10 s) is not what we measure
+        _import_gx()
         data_dir = Path(tempfile.mkdtemp(prefix="ingest-", dir=batch_dir.parent))
         whole = phase == "ingest_batch"
-        settings = Settings(data_dir=data_dir, validation_data_docs=False,
-                            validate_chunk_rows=10**12 if whole else chunk_rows)
+        settings = load_settings(data_dir=data_dir, validation_data_docs=False,
+                                 validate_chunk_rows=10**12 if whole else chunk_rows)
         started = time.perf_counter()
-        raw_files, report = ingest_batch(batch_dir, run_id="bench", settings=settings)
+        ingested = ingest_batch(batch_dir, run_id="bench", settings=settings)
         result["seconds"] = time.perf_counter() - started
-        result["success"] = float(report.success)
-        result["rows_written"] = pq.ParquetFile(raw_files["interactions"]).metadata.num_rows
+        result["success"] = float(ingested.report.success)
+        result["rows_written"] = ingested.stored.rows["interactions"]
         shutil.rmtree(data_dir, ignore_errors=True)
     elif phase == "pyarrow-read":
         pq.read_schema(batch_dir / "users.parquet")  # first-call set-up is not reading
@@ -99,12 +98,12 @@ def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[s
         result["seconds"] = min(timings)
         result["rows"] = rows
     else:
-        _import_gx()  # the one-off import (~10 s) is not what we measure
+        _import_gx()
         started = time.perf_counter()
         batch = read_batch(batch_dir)
         result["read_seconds"] = time.perf_counter() - started
         if phase != "read_batch":
-            settings = Settings(data_dir=batch_dir.parent / "data")
+            settings = load_settings(data_dir=batch_dir.parent / "data")
             docs = batch_dir.parent / "docs" if phase == "validate+docs" else None
             started = time.perf_counter()
             report = validate_batch(batch, expectations_dir=settings.expectations_dir,
@@ -114,19 +113,14 @@ def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[s
             if not report.success:
                 raise SystemExit(f"benchmark batch failed validation: {report.failures}")
         result["seconds"] = result["read_seconds"] + result.get("validate_seconds", 0.0)
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     return result
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """Time every phase at each size, each in a fresh process; print the figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench validation",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--interactions", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: tmp)")
     parser.add_argument("--chunk-rows", type=int, default=None,
@@ -136,7 +130,7 @@ def main() -> None:
                         help="phases to run (default: all that apply)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.phase:  # child process
         print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows)))
@@ -158,12 +152,8 @@ def main() -> None:
         figures: dict[str, dict[str, float]] = {}
         for phase in phases:
             extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-            proc = subprocess.run(
-                [sys.executable, __file__, "--phase", phase, "--batch", str(case / "batch"),
-                 *extra], capture_output=True, text=True, check=False, cwd=REPO)
-            if proc.returncode != 0:
-                raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
-            figures[phase] = json.loads(proc.stdout.strip().splitlines()[-1])
+            figures[phase] = run_child("bench.validation", ["--phase", phase, "--batch",
+                                                            str(case / "batch"), *extra])
             f = figures[phase]
             detail = (f" (read {f['read_seconds']:.2f}s + validate "
                       f"{f.get('validate_seconds', 0.0):.2f}s)" if "read_seconds" in f else "")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from recsys.errors import RecsysError
-from recsys.settings import Settings
+from recsys.settings import Settings, load_settings
 
 features_app = typer.Typer(help="Feature store: point-in-time builds, snapshots, online store.",
                            no_args_is_help=True)
@@ -60,20 +60,18 @@ def build_cmd(
                            ] = None,
 ) -> None:
     """Build every feature view from the raw store, as of a point in time."""
-    from features.stage import build_features_as_of, ingest_run_batch
+    from features.stage import build_features_as_of
+    from ingest.stage import ingest_batch
 
-    settings = Settings()
+    settings = load_settings()
     cutoff = parse_as_of(as_of) if as_of else None
     sid = snapshot_id or _new_snapshot_id(cutoff)
     try:
         if input_dir is not None:
-            from ingest.stage import ingest_batch
-
-            raw_files, _ = ingest_batch(input_dir, run_id=f"features-{sid}", settings=settings)
-            summary = ingest_run_batch(raw_files, settings=settings)
-            typer.echo(f"batch {summary.batch_id}: "
-                       + ("already in the raw store" if summary.skipped else
-                          f"ingested {summary.rows} into {settings.store_dir}"))
+            stored = ingest_batch(input_dir, run_id=f"features-{sid}", settings=settings).stored
+            typer.echo(f"batch {stored.batch_id}: "
+                       + ("already in the raw store" if stored.skipped else
+                          f"ingested {stored.rows} into {settings.store_dir}"))
         manifest = build_features_as_of(cutoff, snapshot_id=sid, settings=settings)
     except (RecsysError, FileExistsError) as error:
         raise _fail(str(error)) from None
@@ -89,7 +87,7 @@ def list_cmd() -> None:
     from features.registry import REGISTRY
     from features.snapshot import list_manifests
 
-    settings = Settings()
+    settings = load_settings()
     typer.echo("views:")
     for view in REGISTRY.values():
         typer.echo(f"  {view.name:<14} entity={view.entity:<9} version={view.version} "
@@ -110,7 +108,7 @@ def _latest_snapshot(settings: Settings) -> str | None:
 
 def column_stats(path: Path) -> list[dict[str, Any]]:
     """DuckDB's SUMMARIZE of a parquet file: per column type, min, max, nulls, distinct, mean."""
-    from features.raw_store import connect
+    from ingest.raw_store import connect
 
     con = connect()
     try:
@@ -132,7 +130,7 @@ def describe_cmd(
     from features.registry import get_view
     from features.snapshot import load_manifest
 
-    settings = Settings()
+    settings = load_settings()
     try:
         view = get_view(view_name)
     except KeyError as error:
@@ -184,7 +182,7 @@ def diff_cmd(
     from features.diff import diff_snapshots
     from features.snapshot import load_manifest
 
-    settings = Settings()
+    settings = load_settings()
     try:
         a = load_manifest(settings.features_dir, snapshot_a)
         b = load_manifest(settings.features_dir, snapshot_b)
@@ -221,7 +219,7 @@ def materialize_cmd(
     from features.online import materialize_online
     from features.snapshot import load_manifest
 
-    settings = Settings()
+    settings = load_settings()
     sid = snapshot or _latest_snapshot(settings)
     if sid is None:
         raise _fail(f"no feature snapshot in {settings.features_dir}")
@@ -241,9 +239,13 @@ def prune_cmd(
 ) -> None:
     """Delete old snapshots, keeping the newest K and every one a model references."""
     from features.retention import prune_snapshots
+    from flows.housekeeping import protected_snapshots
 
+    settings = load_settings()
     try:
-        deleted = prune_snapshots(Settings(), keep=keep, dry_run=dry_run)
+        deleted = prune_snapshots(
+            settings.features_dir, protect=protected_snapshots(settings), dry_run=dry_run,
+            keep=settings.feature_keep_snapshots if keep is None else keep)
     except (RecsysError, ValueError) as error:
         raise _fail(str(error)) from None
     verb = "would delete" if dry_run else "deleted"

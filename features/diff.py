@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.raw_store import connect
+from ingest.raw_store import connect
 from features.snapshot import Manifest
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL")

@@ -10,7 +10,7 @@ registers:
 
 * `raw_interactions` -- the events, cut at the as-of time (`timestamp <= as_of`);
 * `raw_users`, `raw_items` -- one row per entity (for the raw store: the latest row among the
-  batches visible at as-of, see `features.raw_store`); `raw_items` always has `genres` (list) and
+  batches visible at as-of, see `ingest.raw_store`); `raw_items` always has `genres` (list) and
   `release_year`;
 * `item_genres` -- `(item_id, genre)` pairs from `raw_items`;
 * `build_params` -- one row: `as_of`, `half_life_days`, `recent_days`, `top_genres`.
@@ -43,14 +43,14 @@ from typing import Any
 
 import duckdb
 
-from features.raw_store import (
+from features.registry import DEFAULT_PARAMS, REGISTRY, FeatureView
+from ingest.raw_store import (
     DATASETS,
     batch_content_hash,
     connect,
     list_batches,
     store_files,
 )
-from features.registry import DEFAULT_PARAMS, REGISTRY, FeatureView
 from recsys.errors import FeatureStoreError
 from recsys.hashing import file_sha256
 
@@ -216,7 +216,7 @@ def sources_from_store(raw_root: Path, as_of: datetime | None) -> SourceSet:
     if not batches:
         raise FeatureStoreError(f"raw store {raw_root} has no batch"
                                 + (f" visible at {_iso(as_of)}" if as_of else "")
-                                + " (ingest one with features.raw_store.ingest_into_store)")
+                                + " (ingest one with ingest.stage.ingest_batch)")
     until = _utc(as_of).date() if as_of is not None else None
     inter = store_files(raw_root, "interactions", batches=batches, until=until)
     files = {"users": store_files(raw_root, "users", batches=batches),

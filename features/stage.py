@@ -1,44 +1,22 @@
 """The feature store's entry points for flows and the CLI, as plain typed functions.
 
-* `build_run_features` -- the pipeline's features stage: one run's validated batch.
-* `ingest_run_batch` -- append a validated batch to the incremental raw store (idempotent).
-* `build_features_as_of` -- a point-in-time snapshot over every ingested batch (weekly retrain,
-  backfills: events after `as_of` are never read).
+* `build_features_as_of` -- a point-in-time snapshot over every batch of the raw store
+  (`ingest.raw_store`; the pipeline, weekly retrain, backfills: events after `as_of` are never
+  read).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from features.raw_store import IngestSummary, ingest_into_store
-from features.snapshot import Manifest, build_snapshot, build_views, sources_from_store
+from features.snapshot import Manifest, build_views, sources_from_store
 from recsys.settings import Settings
 
 
 def build_params(settings: Settings) -> dict[str, Any]:
     """Build parameters taken from settings (the rest are the registry's defaults)."""
     return {"half_life_days": settings.feature_half_life_days}
-
-
-def build_run_features(raw_files: dict[str, Path], *, snapshot_id: str, settings: Settings
-                       ) -> Manifest:
-    """Build every feature view for one run's validated batch.
-
-    Args:
-        raw_files: "users", "items", "interactions" -> the batch's normalized parquet files
-            (`<data_dir>/raw/<run_id>/...`).
-        snapshot_id: the snapshot's id (the run id).
-        settings: where to write (`settings.features_dir`) and the build parameters.
-    """
-    return build_snapshot(raw_files, features_root=settings.features_dir,
-                          snapshot_id=snapshot_id, params=build_params(settings))
-
-
-def ingest_run_batch(raw_files: dict[str, Path], *, settings: Settings) -> IngestSummary:
-    """Append a validated batch to the raw store `settings.store_dir` (no-op when present)."""
-    return ingest_into_store(raw_files, raw_root=settings.store_dir)
 
 
 def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: Settings

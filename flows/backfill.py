@@ -16,10 +16,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
-from flows.common import report_run_outcome
-from flows.pipeline import _StageFailure, train_score_gate_publish
-from flows.retrain import features_as_of
-from recsys.settings import Settings
+from flows.pipeline import features_as_of, train_score_gate_publish
+from flows.reporting import report_run_outcome
+from recsys.errors import StageFailed
+from recsys.settings import load_settings
 
 
 def as_of_days(start: date, end: date, every_days: int = 1) -> list[datetime]:
@@ -46,7 +46,7 @@ def backfill(start: date, end: date, every_days: int = 1, search: bool = False,
         search: run the hyperparameter search for each model.
         activate: publish the last day's model (through the gate); default registers only.
     """
-    settings = Settings()
+    settings = load_settings()
     token = secrets.token_hex(3)
     cutoffs = as_of_days(start, end, every_days)
     logger = get_run_logger()
@@ -64,7 +64,7 @@ def backfill(start: date, end: date, every_days: int = 1, search: bool = False,
             rows.append({"as_of": cutoff.isoformat(), "version": result.version,
                          "published": result.published,
                          **{k: round(v, 4) for k, v in als.items() if isinstance(v, float)}})
-    except _StageFailure as failure:
+    except StageFailed as failure:
         done = f" after {len(rows)} of {len(cutoffs)} day(s)" if rows else ""
         return Failed(message=f"{failure}{done}")
     finally:

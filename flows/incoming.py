@@ -10,64 +10,19 @@ rename when complete.
 
 from __future__ import annotations
 
-import json
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
-from flows.common import report_run_outcome
-from flows.pipeline import PipelineResult, batch_pipeline, new_run_id
-from recsys.settings import Settings
-
-LEDGER_NAME = "incoming.json"
-
-
-def incoming_root(settings: Settings) -> Path:
-    """`<data_dir>/incoming`: where producers drop batch folders."""
-    return Path(settings.data_dir) / "incoming"
-
-
-def ledger_path(settings: Settings) -> Path:
-    """The ledger of processed batch folders."""
-    return settings.runs_dir / LEDGER_NAME
-
-
-def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
-    """Batch folder name -> {run_id, status, message, finished_at}; empty when missing."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_ledger(path: Path, ledger: dict[str, dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ledger, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-@task(name="find-new-batches", task_run_name="find new batches in {root}", timeout_seconds=120)
-def find_new_batches(root: Path, ledger_file: Path) -> list[Path]:
-    """Batch folders under `root` not yet in the ledger, sorted by name."""
-    if not root.is_dir():
-        get_run_logger().info("incoming folder %s does not exist yet; nothing to do", root)
-        return []
-    done = read_ledger(ledger_file)
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and p.name[0] not in "._" and p.name not in done)
-
-
-@task(name="record-batch", task_run_name="record {batch_name}: {status}", timeout_seconds=60)
-def record_batch(ledger_file: Path, batch_name: str, run_id: str, status: str,
-                 message: str) -> None:
-    """Add one processed batch folder to the ledger (atomic rewrite)."""
-    ledger = read_ledger(ledger_file)
-    ledger[batch_name] = {"run_id": run_id, "status": status, "message": message,
-                          "finished_at": datetime.now(UTC).isoformat()}
-    _write_ledger(ledger_file, ledger)
+from flows.ledger import incoming_root, ledger_path
+from flows.pipeline import PipelineResult, batch_pipeline
+from flows.reporting import report_run_outcome
+from flows.tasks import find_new_batches, record_batch
+from recsys.ids import new_run_id
+from recsys.settings import load_settings
 
 
 @flow(name="incoming-batches", on_completion=[report_run_outcome],
@@ -85,7 +40,7 @@ def process_incoming(incoming_dir: str | None = None, max_batches: int | None = 
     Returns:
         One row per processed batch; the run is Failed when any batch failed, naming each.
     """
-    settings = Settings()
+    settings = load_settings()
     root = Path(incoming_dir) if incoming_dir else incoming_root(settings)
     ledger_file = ledger_path(settings)
     batches = find_new_batches(root, ledger_file)

@@ -5,26 +5,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
-from flows.common import report_run_outcome
-from flows.pipeline import (
-    PipelineResult,
-    _run_cached,
-    _StageFailure,
-    build_features,
-    new_run_id,
-    train_score_gate_publish,
-)
-from recsys.settings import Settings
-
-
-def features_as_of(as_of: str | None, snapshot_id: str, settings: Settings) -> Path:
-    """Feature manifest from the raw store as of `as_of` (None: everything stored so far)."""
-    return _run_cached("features", build_features, settings, as_of, snapshot_id, settings)
+from flows.pipeline import PipelineResult, features_as_of, train_score_gate_publish
+from flows.reporting import report_run_outcome
+from recsys.errors import StageFailed
+from recsys.ids import new_run_id
+from recsys.settings import load_settings
 
 
 @flow(name="weekly-retrain", on_completion=[report_run_outcome],
@@ -39,7 +28,7 @@ def weekly_retrain(search: bool = True, publish: bool = True,
         publish: False registers the model without touching what is served.
         as_of: ISO-8601 cut-off for the events used (default: everything stored).
     """
-    settings = Settings()
+    settings = load_settings()
     run_id = "retrain-" + new_run_id()
     if as_of:
         datetime.fromisoformat(as_of)  # a malformed parameter fails before any work
@@ -49,5 +38,5 @@ def weekly_retrain(search: bool = True, publish: bool = True,
         manifest_file = features_as_of(as_of, run_id, settings)
         return train_score_gate_publish(manifest_file, run_id, settings, search=search,
                                         publish=publish, run_id=run_id)
-    except _StageFailure as failure:
+    except StageFailed as failure:
         return Failed(message=str(failure))

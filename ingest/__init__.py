@@ -1,18 +1,9 @@
-"""Ingest: read, validate (Great Expectations) and quarantine incoming batches.
+"""Ingest: read, validate (Great Expectations), quarantine and store incoming batches.
 
-Great Expectations is imported lazily by `validate_batch`, so importing this package is cheap.
+`ingest.stage.ingest_batch` is the one entry point: read a batch (`reader`), validate it
+(`validate`), quarantine it when it fails (`quarantine`), and otherwise write it, normalized
+(`normalize`, `writer`), into the raw store (`raw_store`, the only owner of `<data_dir>/store/`).
+
+Great Expectations is imported lazily (`ge_context.import_gx`), so importing this package and
+reading the raw store stay cheap.
 """
-
-from ingest.quarantine import quarantine_batch
-from ingest.reader import Batch, normalize_batch, read_batch, write_batch_parquet
-from ingest.validate import ValidationReport, validate_batch
-
-__all__ = [
-    "Batch",
-    "ValidationReport",
-    "normalize_batch",
-    "quarantine_batch",
-    "read_batch",
-    "validate_batch",
-    "write_batch_parquet",
-]

@@ -23,16 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ingest.reader import Batch
-from ingest.validate import ValidationReport
+from ingest.report import ValidationReport
+from recsys.errors import QuarantineError
 from recsys.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILES = ("report.json", "report.md")
-
-
-class QuarantineError(OSError):
-    """The batch could not be copied aside intact; the originals were left in place."""
 
 
 def quarantine_batch(

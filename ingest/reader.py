@@ -1,4 +1,4 @@
-"""Read one incoming batch directory, normalize it, and write it back as typed parquet.
+"""Read one incoming batch directory: its three tables, typed only as far as structure needs.
 
 A batch is a directory holding three tables, each as CSV *or* parquet (never both):
 
@@ -9,14 +9,14 @@ A batch is a directory holding three tables, each as CSV *or* parquet (never bot
 
 `read_batch` only enforces structure (files present, readable, required columns); the data
 contract (nulls, uniqueness, ranges, references) is checked by `ingest.validate.validate_batch`
-before `normalize_batch` converts types. Every structural problem raises
-`recsys.errors.InputFileError` naming the file, the column and the rule.
+before `ingest.normalize.normalize_batch` converts types. Every structural problem raises
+`recsys.errors.InputFileError` naming the file, the column and the rule. Ids always come back
+as strings (``"007"`` stays ``"007"``).
 
 ``read_batch(..., chunk_rows=N)`` leaves an interactions file of more than N rows on disk:
 `TableChunks` reads it N rows at a time (parquet row batches, pandas CSV chunks) with the same
-typing and errors, `normalize_frame` and `arrow_table` convert each chunk as a whole table
-would be. Conversions are vectorised (pandas/pyarrow); value-by-value Python is left only for
-item genres and for columns of mixed Python objects.
+typing and errors. Conversions are vectorised (pandas/pyarrow); value-by-value Python is left
+only for columns of mixed Python objects.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,6 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "items": ("item_id", "title"),
     "interactions": ("user_id", "item_id", "timestamp"),
 }
-OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
-    "users": (),
-    "items": ("genres",),
-    "interactions": ("rating", "weight", "event_type"),
-}
 ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("user_id",),
     "items": ("item_id",),
@@ -58,10 +53,6 @@ TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
     "items": ("title", "genres"),
     "interactions": ("event_type",),
 }
-GENRE_SEPARATOR = "|"
-# Unix seconds outside this window are almost certainly milliseconds or garbage.
-TIMESTAMP_MIN = pd.Timestamp("1970-01-01", tz="UTC")
-TIMESTAMP_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
 _SNIFF_BYTES = 64 * 1024
 _PARQUET_MAGIC = b"PAR1"
@@ -87,11 +78,6 @@ class Batch:
         if dataset not in DATASETS:
             raise KeyError(dataset)
         return getattr(self, dataset)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------------
 
 
 def read_batch(input_dir: Path, *, chunk_rows: int | None = None) -> Batch:
@@ -248,7 +234,7 @@ def _read_header(path: Path, dataset: str) -> pd.DataFrame:
     if path.suffix != ".parquet":
         _check_delimiter(frame, path)
     _check_required_columns(frame, path, dataset)
-    return _ids_as_str(frame, dataset)
+    return ids_as_str(frame, dataset)
 
 
 def _csv_options(dataset: str) -> dict[str, Any]:
@@ -292,7 +278,7 @@ def _read_csv(path: Path, dataset: str, head: bytes) -> pd.DataFrame:
         frame = pd.read_csv(path, **_csv_options(dataset))
     frame.columns = [str(c).strip() for c in frame.columns]
     _check_delimiter(frame, path)
-    return _ids_as_str(frame, dataset)
+    return ids_as_str(frame, dataset)
 
 
 def _csv_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
@@ -310,7 +296,7 @@ def _csv_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
                 _check_delimiter(chunk, path)
                 _check_required_columns(chunk, path, dataset)
             first = False
-            yield _ids_as_str(chunk, dataset)
+            yield ids_as_str(chunk, dataset)
 
 
 def _check_delimiter(frame: pd.DataFrame, path: Path) -> None:
@@ -343,7 +329,7 @@ def _read_parquet(path: Path, dataset: str, head: bytes) -> pd.DataFrame:
         raise InputFileError(path, f"cannot read parquet: {_first_line(exc)}",
                              rule="parquet_readable") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return _ids_as_str(frame, dataset)
+    return ids_as_str(frame, dataset)
 
 
 def _parquet_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
@@ -373,7 +359,7 @@ def _parquet_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
                 frame.index = pd.RangeIndex(start + step * offset,
                                             start + step * (offset + rows), step)
             offset += rows
-            yield _ids_as_str(frame, dataset)
+            yield ids_as_str(frame, dataset)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputFileError(path, f"cannot read parquet: {_first_line(exc)}",
                              rule="parquet_readable") from None
@@ -400,7 +386,8 @@ def _check_required_columns(frame: pd.DataFrame, path: Path, dataset: str) -> No
             )
 
 
-def _ids_as_str(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+def ids_as_str(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """`frame` with its id columns (`ID_COLUMNS`) as strings, in place; returns it."""
     for column in ID_COLUMNS[dataset]:
         if column in frame.columns:
             frame[column] = to_id_strings(frame[column])
@@ -415,14 +402,14 @@ def to_id_strings(series: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
         return series.astype("str")
     if pd.api.types.is_float_dtype(dtype):
-        return _float_ids_as_str(series)
+        return _floatids_as_str(series)
     if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
         return series.astype("str")
     # Mixed objects (bytes, numbers and text together): rare, converted value by value.
     return series.map(_id_to_str, na_action="ignore").astype("str")
 
 
-def _float_ids_as_str(series: pd.Series) -> pd.Series:
+def _floatids_as_str(series: pd.Series) -> pd.Series:
     values = series.to_numpy(dtype="float64", na_value=np.nan)
     text = series.astype("str")  # str(float) for non-integral values; NaN stays null
     integral = np.isfinite(values) & (np.floor(values) == values)
@@ -447,221 +434,3 @@ def _id_to_str(value: Any) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalizing
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_timestamps(series: pd.Series) -> pd.Series:
-    """Parse unix seconds (int/float/numeric strings) or ISO-8601 strings to UTC datetimes.
-
-    Timezone-aware values are converted to UTC, naive ones are taken as UTC. Values that cannot
-    be parsed become ``NaT`` (validation reports them; see ``_timestamp_unparseable``).
-    """
-    target = "datetime64[us, UTC]"
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype(target)
-    if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series.dt.tz_localize("UTC").astype(target)
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return pd.Series(pd.NaT, index=series.index, dtype=target)
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return _from_unix(series.astype("float64")).astype(target)
-
-    text = _as_text_values(series)
-    numeric = pd.to_numeric(text, errors="coerce")
-    out = _from_unix(numeric).astype(target)
-    rest = numeric.isna() & text.notna()
-    if rest.any():
-        iso = pd.to_datetime(text[rest].astype("str"), format="ISO8601", utc=True,
-                             errors="coerce")
-        out.loc[rest] = iso.astype(target)
-    return out
-
-
-def _as_text(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value if isinstance(value, str) else str(value)
-
-
-def _as_text_values(series: pd.Series) -> pd.Series:
-    """`_as_text` of every non-null value: text columns as they are, numbers via ``str``,
-    value by value only for columns of mixed objects (timestamps among text, say)."""
-    dtype = series.dtype
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return series
-    if pd.api.types.is_numeric_dtype(dtype):  # bool included: str(True) == "True"
-        return series.astype("object").where(series.isna(), series.astype("str"))
-    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
-        return series
-    return series.map(_as_text, na_action="ignore")
-
-
-def _from_unix(seconds: pd.Series) -> pd.Series:
-    # Via integer microseconds: exact for sub-second floats, and values that are really
-    # milliseconds (1.7e12) still parse (to a far-future date that validation flags as out of
-    # range) instead of overflowing. Beyond ~9e12 s even microseconds overflow int64.
-    seconds = seconds.astype("float64")
-    micros = (seconds.where(seconds.abs() < 9e12) * 1_000_000).round().astype("Int64")
-    return pd.to_datetime(micros, unit="us", utc=True, errors="coerce")
-
-
-def parse_genres(value: Any) -> list[str]:
-    """``"Action|Comedy"`` or a list -> ``["Action", "Comedy"]``; null -> ``[]``."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        parts = value.split(GENRE_SEPARATOR)
-    elif hasattr(value, "__iter__") and not isinstance(value, bytes | dict):
-        parts = [str(v) for v in value if v is not None and not _is_na_scalar(v)]
-    elif _is_na_scalar(value):
-        return []
-    else:
-        parts = [str(value)]
-    return [p.strip() for p in parts if p and p.strip()]
-
-
-def _is_na_scalar(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def normalize_batch(batch: Batch) -> Batch:
-    """Return a copy of `batch` with canonical types (call after validation).
-
-    - ids: strings; ``items.title`` and ``interactions.event_type``: strings (nulls kept);
-    - ``interactions.timestamp``: ``datetime64[us, UTC]``;
-    - ``interactions.rating`` / ``weight``: ``float64`` (unparseable -> NaN);
-    - ``items.genres``: ``list[str]`` (``[]`` when missing or null);
-    - optional columns absent from the input are added (nulls; ``genres`` as ``[]``).
-
-    Chunked tables (`Batch.chunked`) are normalized chunk by chunk with `normalize_frame`.
-    """
-    frames = {dataset: normalize_frame(dataset, batch.frame(dataset)) for dataset in DATASETS}
-    return replace(batch, **frames)
-
-
-def normalize_frame(dataset: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """A normalized copy of one table (or one chunk of it); see `normalize_batch`."""
-    frame = _ids_as_str(frame.copy(), dataset)
-    if dataset == "items":
-        frame["title"] = _to_text(frame["title"])
-        if "genres" in frame.columns:
-            frame["genres"] = frame["genres"].map(parse_genres).astype("object")
-        else:
-            frame["genres"] = pd.Series([[] for _ in range(len(frame))], index=frame.index,
-                                        dtype="object")
-    elif dataset == "interactions":
-        frame["timestamp"] = parse_timestamps(frame["timestamp"])
-        for column in ("rating", "weight"):
-            if column in frame.columns:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-            else:
-                frame[column] = pd.Series(float("nan"), index=frame.index, dtype="float64")
-        if "event_type" in frame.columns:
-            frame["event_type"] = _to_text(frame["event_type"])
-        else:
-            frame["event_type"] = pd.Series(pd.NA, index=frame.index, dtype="str")
-    return frame
-
-
-def _to_text(series: pd.Series) -> pd.Series:
-    return _as_text_values(series).astype("str")
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
-
-INTERACTION_COLUMNS: tuple[str, ...] = (
-    "user_id", "item_id", "timestamp", "rating", "weight", "event_type",
-)
-
-
-def write_batch_parquet(batch: Batch, out_dir: Path) -> dict[str, Path]:
-    """Write the normalized batch to ``out_dir/{users,items,interactions}.parquet``.
-
-    `batch` should come from `normalize_batch` (it is normalized again here, which is a no-op on
-    normalized frames). Interactions use a fixed schema: ``user_id string, item_id string,
-    timestamp timestamp[us, tz=UTC], rating double, weight double, event_type string``, followed
-    by any extra input columns (`arrow_table`). Chunked tables (`Batch.chunked`) are skipped:
-    their writer appends them chunk by chunk.
-
-    Returns:
-        ``{"users": path, "items": path, "interactions": path}`` (chunked tables left out).
-    """
-    import pyarrow.parquet as pq
-
-    batch = normalize_batch(batch)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for dataset in DATASETS:
-        if dataset in batch.chunked:
-            continue
-        table = arrow_table(dataset, batch.frame(dataset))
-        path = out_dir / f"{dataset}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-        paths[dataset] = path
-        logger.info("wrote %s: %d rows to %s", dataset, table.num_rows, path)
-    return paths
-
-
-def fixed_arrow_types(dataset: str) -> dict[str, Any]:
-    """The columns every written table of `dataset` starts with, and their arrow types."""
-    import pyarrow as pa
-
-    string = pa.string()
-    return {
-        "users": {"user_id": string},
-        "items": {"item_id": string, "title": string, "genres": pa.list_(string)},
-        "interactions": {
-            "user_id": string,
-            "item_id": string,
-            "timestamp": pa.timestamp("us", tz="UTC"),
-            "rating": pa.float64(),
-            "weight": pa.float64(),
-            "event_type": string,
-        },
-    }[dataset]
-
-
-def arrow_table(dataset: str, frame: pd.DataFrame) -> Any:
-    """A normalized frame of `dataset` as an arrow table: its fixed columns
-    (`fixed_arrow_types`) first, then any extra input columns as pyarrow converts them."""
-    import pyarrow as pa
-
-    fixed = fixed_arrow_types(dataset)
-    arrays, fields = [], []
-    for column, type_ in fixed.items():
-        values = frame[column]
-        if pa.types.is_string(type_):
-            # str() of every non-null value (normalized frames hold plain strings already).
-            text = values if _is_plain_str(values) else values.astype("str")
-            array = pa.array(text, from_pandas=True)
-            array = array.cast(type_) if array.type != type_ else array
-        else:
-            array = pa.array(values, type=type_, from_pandas=True)
-        arrays.append(array)
-        fields.append(pa.field(column, type_))
-    extra = [c for c in frame.columns if c not in fixed]
-    if extra:
-        rest = pa.Table.from_pandas(frame[extra], preserve_index=False)
-        for name, col in zip(rest.column_names, rest.columns, strict=True):
-            if pa.types.is_large_string(col.type):  # pandas 3 "str" -> large_string
-                col = col.cast(pa.string())
-            arrays.append(col)
-            fields.append(pa.field(name, col.type))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _is_plain_str(series: pd.Series) -> bool:
-    return (pd.api.types.is_string_dtype(series.dtype)
-            and not pd.api.types.is_object_dtype(series.dtype))

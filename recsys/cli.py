@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from recsys.errors import RecsysError
-from recsys.settings import Settings
+from recsys.settings import load_settings
 
 OWN_LOGGERS = ("recsys", "ingest", "features", "training", "serving", "flows")
 
@@ -30,6 +30,32 @@ app.add_typer(models_app, name="models")
 from features.cli import features_app  # noqa: E402 - `recsys features ...` lives with the store
 
 app.add_typer(features_app, name="features")
+
+from serving.cli import ops_app  # noqa: E402 - `recsys ops ...` lives with the serving database
+
+app.add_typer(ops_app, name="ops")
+
+
+@ops_app.command("prune")
+def prune_cmd(
+    snapshots: Annotated[int | None, typer.Option(
+        help="feature snapshots kept (default: RECSYS_FEATURE_KEEP_SNAPSHOTS)")] = None,
+    models: Annotated[int | None, typer.Option(
+        help="model versions kept (default: RECSYS_KEEP_MODELS)")] = None,
+    backups: Annotated[int, typer.Option(help="complete backups kept")] = 7,
+    log_days: Annotated[float, typer.Option(help="delete logs and Prefect results older "
+                                                 "than this many days")] = 14,
+) -> None:
+    """Apply every retention rule over the data dir; print what was removed (JSON).
+
+    Never removes a model MongoDB still lists (or may roll back to), nor a snapshot that a kept,
+    published or online model uses.
+    """
+    from flows.housekeeping import prune_all
+
+    removed = prune_all(load_settings(), keep_snapshots=snapshots, keep_models=models,
+                        keep_backups=backups, log_days=log_days)
+    typer.echo(json.dumps(removed, indent=2))
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -67,7 +93,7 @@ def mongo_start(
     """Start secantusd-py in the background and print its URI."""
     from recsys.mongo_server import EmbeddedMongo
 
-    settings = Settings()
+    settings = load_settings()
     server = EmbeddedMongo(state_dir=settings.mongo_dir, host=host, port=port, storage_path=path)
     try:
         state = server.start(wait_seconds=settings.mongo_start_timeout_s)
@@ -81,7 +107,7 @@ def mongo_stop() -> None:
     """Stop the server that `recsys mongo start` launched."""
     from recsys.mongo_server import EmbeddedMongo
 
-    stopped = EmbeddedMongo(state_dir=Settings().mongo_dir).stop()
+    stopped = EmbeddedMongo(state_dir=load_settings().mongo_dir).stop()
     typer.echo("stopped" if stopped else "not running")
 
 
@@ -90,7 +116,7 @@ def mongo_status() -> None:
     """Say whether the embedded server runs, and where (exit 1 when it does not)."""
     from recsys.mongo_server import EmbeddedMongo, ping
 
-    state = EmbeddedMongo(state_dir=Settings().mongo_dir).read_state()
+    state = EmbeddedMongo(state_dir=load_settings().mongo_dir).read_state()
     if state is None or not ping(state.uri):
         typer.echo("not running")
         raise typer.Exit(1)
@@ -185,41 +211,10 @@ def serve(
     """Serve the recommendations API (FastAPI on uvicorn)."""
     import uvicorn
 
-    settings = Settings()
-    uvicorn.run("serving.api.main:create_app", factory=True, host=host or settings.api_host,
+    settings = load_settings()
+    uvicorn.run("serving.api.main:app_from_environment", factory=True,
+                host=host or settings.api_host,
                 port=port or settings.api_port, workers=workers, log_level="info")
-
-
-@app.command()
-def bench(
-    size: Annotated[str, typer.Option(help="small (100k interactions), medium (5M) or large "
-                                           "(50M, 1M users, 100k items)")] = "small",
-    work: Annotated[Path | None, typer.Option(help="work folder (default: a temp dir, removed "
-                                                   "afterwards unless --keep)")] = None,
-    results: Annotated[Path | None, typer.Option(help="where <size>.json and <size>.md go "
-                                                      "(default: bench/results)")] = None,
-    stage: Annotated[list[str] | None, typer.Option(help="only these stages (repeatable): "
-                                                         "validation, features, training, "
-                                                         "publish, serving")] = None,
-    uri: Annotated[str | None, typer.Option(help="an existing MongoDB (default: an embedded "
-                                                 "secantusd-py in the work folder)")] = None,
-    keep: Annotated[bool, typer.Option(help="keep the temp work folder")] = False,
-) -> None:
-    """Run every stage beside its raw baseline on generated data; write bench/results/."""
-    from bench.runner import RESULTS_DIR, SIZES, STAGES, run_benchmark
-
-    if size not in SIZES:
-        raise _fail(f"--size must be one of {', '.join(SIZES)} (got {size!r})", code=2)
-    unknown = sorted(set(stage or ()) - set(STAGES))
-    if unknown:
-        raise _fail(f"unknown --stage {', '.join(unknown)}; choose from {', '.join(STAGES)}",
-                    code=2)
-    out = run_benchmark(SIZES[size], work=work, uri=uri, results_dir=results or RESULTS_DIR,
-                        stages=tuple(stage) if stage else STAGES, keep=keep, echo=typer.echo)
-    from bench.runner import markdown
-
-    typer.echo("")
-    typer.echo(markdown(out))
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m recsys`

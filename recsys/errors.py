@@ -60,13 +60,19 @@ class ValidationFailed(RecsysError):
         super().__init__("\n".join(lines))
 
 
-class StageFailed(RecsysError):
-    """A pipeline stage failed; names the stage and wraps the cause."""
+class QuarantineError(RecsysError):
+    """A rejected batch could not be copied aside intact; its originals were left in place."""
 
-    def __init__(self, stage: str, cause: BaseException) -> None:
+    status_code = 500
+
+
+class StageFailed(RecsysError):
+    """A pipeline stage failed; names the stage and the one-line cause its task reported."""
+
+    def __init__(self, stage: str, cause: str | None) -> None:
         self.stage = stage
-        self.cause = cause
-        super().__init__(f"stage '{stage}' failed: {cause}")
+        self.cause = cause or "unknown error"
+        super().__init__(f"stage '{stage}' failed: {self.cause}")
 
 
 class ModelError(RecsysError):
@@ -77,12 +83,60 @@ class PublishError(RecsysError):
     """Writing or switching a serving version failed; the previous version keeps serving."""
 
 
+class PublishLockTimeout(PublishError):
+    """Gave up waiting for the publish lock; the message names its holder and its lease."""
+
+    status_code = 409
+
+
+class InvalidId(RecsysError):
+    """An id that names things on disk and in MongoDB breaks the id rule (`recsys/ids.py`)."""
+
+    status_code = 400
+
+
+class BackupError(RecsysError):
+    """A MongoDB backup or restore could not be made or is unusable."""
+
+
 class NotFound(RecsysError):
     status_code = 404
 
 
+class Conflict(RecsysError):
+    """The request conflicts with the current state (e.g. a version that is not ready)."""
+
+    status_code = 409
+
+
+class Unauthorized(RecsysError):
+    """No API key, or an unknown one."""
+
+    status_code = 401
+
+
+class Forbidden(RecsysError):
+    """A valid API key without the rights the endpoint needs (or admin is disabled)."""
+
+    status_code = 403
+
+
+class RateLimited(RecsysError):
+    """The caller's rate limit is exhausted; `retry_after` is the seconds until it refills."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class ServiceUnavailable(RecsysError):
     status_code = 503
+
+
+class SettingsError(RecsysError):
+    """A setting (environment variable or `.env` key) is unknown or has an invalid value."""
 
 
 class MongoServerError(RecsysError):

@@ -1,16 +1,30 @@
 """The one settings object, read from the environment (and an optional `.env`).
 
-Nothing else in the project reads `os.environ`: entry points build a `Settings` and pass it down.
+Nothing else in the project reads `os.environ`: entry points call `load_settings()` once and pass
+the result down. Unknown keys are refused, so a misspelt `RECSYS_TOPN=5` in the environment or in
+`.env` stops the program with a one-line message instead of being silently ignored; `.env` keys
+without the `RECSYS_` prefix (other tools' settings) are left alone.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from recsys.errors import SettingsError
+
+ENV_PREFIX = "RECSYS_"
 
 
 class DatasetContract(BaseModel):
@@ -49,7 +63,7 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="RECSYS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix=ENV_PREFIX, env_file=".env", extra="forbid", populate_by_name=True
     )
 
     mongodb_uri: str = Field(
@@ -72,6 +86,11 @@ class Settings(BaseSettings):
     popular_n: int = Field(100, ge=1, le=10000, description="length of the popular-items list")
     keep_versions: int = Field(3, ge=1, description="published versions kept in MongoDB")
     publish_batch_size: int = Field(5000, ge=1)
+    publish_lock_ttl_s: float = Field(
+        60.0, ge=1, description="lease of the publish lock: a holder renews it every third of "
+        "this; a crashed holder's lock is taken over this long after its last renewal")
+    publish_lock_timeout_s: float = Field(
+        3600.0, ge=0, description="how long a publish waits for another one before failing")
 
     # Feature store (features/)
     feature_half_life_days: float = Field(
@@ -82,6 +101,8 @@ class Settings(BaseSettings):
         2, ge=1, description="materialized online feature snapshots kept in MongoDB")
 
     # Model
+    keep_models: int = Field(
+        5, ge=1, description="model versions kept under models/ (plus any MongoDB still lists)")
     # Defaults chosen by training/search.py on MovieLens 100K (ratings as confidence).
     factors: int = Field(32, ge=1)
     regularization: float = Field(50.0, ge=0)
@@ -136,6 +157,9 @@ class Settings(BaseSettings):
     api_read_timeout_ms: int = Field(1500, ge=50, description="MongoDB read deadline per request")
     api_retry_after_seconds: int = Field(2, ge=1)
     api_log_json: bool = True
+    project_dir: Path | None = Field(
+        None, description="the checkout a Prefect worker runs the flows from; read by "
+        "prefect.yaml's pull step when deploying (RECSYS_PROJECT_DIR)")
 
     # Data contracts (ingest/validate.py; bounds feed the suites' $PARAMETERs)
     # RECSYS_CONTRACTS is JSON, e.g. '{"interactions": {"policy": "drop",
@@ -156,13 +180,21 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="an interactions file of more rows is validated and "
         "written chunk by chunk, this many rows at a time (RECSYS_VALIDATE_CHUNK_ROWS)")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _OwnDotEnvKeys(settings_cls, dotenv_settings),
+                _UnknownEnvironmentKeys(settings_cls), file_secret_settings)
+
     def contract(self, dataset: str) -> DatasetContract:
         """The contract settings of `dataset`, defaults filled in."""
         return self.contracts.get(dataset) or _default_contracts()[dataset]  # type: ignore[index]
-
-    @property
-    def raw_dir(self) -> Path:
-        return self.data_dir / "raw"
 
     @property
     def features_dir(self) -> Path:
@@ -170,7 +202,7 @@ class Settings(BaseSettings):
 
     @property
     def store_dir(self) -> Path:
-        """The incremental raw store (`features.raw_store`): every ingested batch, by date."""
+        """The raw store (`ingest.raw_store`): every validated batch, once, by event date."""
         return self.data_dir / "store"
 
     @property
@@ -197,3 +229,80 @@ class Settings(BaseSettings):
     @cached_property
     def expectations_dir(self) -> Path:
         return Path(__file__).resolve().parent.parent / "expectations"
+
+
+def known_environment_names() -> set[str]:
+    """Every environment variable name `Settings` reads (upper case)."""
+    names = set()
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices if str(choice).isupper())
+        else:
+            names.add(f"{ENV_PREFIX}{name}".upper())
+    return names
+
+
+class _OwnDotEnvKeys(PydanticBaseSettingsSource):
+    """The `.env` source, minus keys that belong to other tools (no `RECSYS_` prefix)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = {name.lower() for name in known_environment_names()} | set(
+            self.settings_cls.model_fields)
+        return {key: value for key, value in self._inner().items()
+                if key.lower() in known or key.upper().startswith(ENV_PREFIX)}
+
+
+class _UnknownEnvironmentKeys(PydanticBaseSettingsSource):
+    """`RECSYS_*` environment variables that name no setting, passed on so they are refused."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = known_environment_names()
+        return {key.lower(): value for key, value in os.environ.items()
+                if key.upper().startswith(ENV_PREFIX) and key.upper() not in known}
+
+
+def _variable(loc: tuple[Any, ...]) -> str:
+    """The environment variable a validation error location refers to."""
+    head = str(loc[0]) if loc else "?"
+    info = Settings.model_fields.get(head)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        return str(info.validation_alias.choices[0])
+    name = head.upper()
+    name = name if name.startswith(ENV_PREFIX) else f"{ENV_PREFIX}{name}"
+    return name + "".join(f".{part}" for part in loc[1:])
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each wrong variable, its value and why it is wrong."""
+    known = sorted(known_environment_names())
+    parts = []
+    for item in error.errors():
+        name = _variable(tuple(item.get("loc", ())))
+        if item.get("type") == "extra_forbidden":
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            parts.append(f"{name.upper()} is not a setting{hint}")
+        else:
+            value = str(item.get("input"))
+            value = value if len(value) <= 80 else value[:77] + "..."
+            parts.append(f"{name}={value!s}: {item.get('msg', 'invalid')}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once at an entry point; a wrong value is a one-line `SettingsError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_settings_error(error)) from None

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from recsys.errors import RecsysError
-from recsys.settings import Settings
+from recsys.settings import Settings, load_settings
+from serving.publish import PublishResult, publish_model, rollback_model
+from training.registry import list_models, read_metadata
 
 models_app = typer.Typer(help="Model registry: list, show, promote and roll back versions.",
                          no_args_is_help=True)
@@ -39,25 +41,27 @@ def _store_states(settings: Settings) -> dict[str, dict[str, Any]]:
 
 @models_app.command("list")
 def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False) -> None:
-    """Every saved model version, newest first, with its holdout metrics and serving status."""
-    from training.registry import list_models
+    """Every saved model version, newest first, with its holdout metrics and serving status.
 
-    settings = Settings()
+    A broken version (incomplete or unreadable) is listed last with its problem.
+    """
+    settings = load_settings()
     models = list_models(settings.models_dir)
     states = _store_states(settings)
     rows = []
-    for meta in models:
+    for info in models:
+        meta = info.metadata
         metrics = meta.get("metrics", {})
         als = metrics.get("als", {})
         k = metrics.get("k", 10)
         # the columns are named @10; a model evaluated at another k shows its own @k values
         als = {name: als.get(name.replace("@10", f"@{k}")) for name in _METRICS}
-        state = states.get(meta["version"], {})
-        rows.append({"version": meta["version"], "created_at": meta.get("created_at"),
+        state = states.get(info.version, {})
+        rows.append({"version": info.version, "created_at": meta.get("created_at"),
                      "active": bool(state.get("active")), "published": state.get("status"),
-                     "snapshot": meta.get("feature_snapshot"),
+                     "snapshot": info.feature_snapshot,
                      "params": meta.get("params"), "k": k,
-                     **{m: als.get(m) for m in _METRICS}})
+                     **{m: als.get(m) for m in _METRICS}, "problem": info.problem})
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, default=str))
@@ -71,16 +75,16 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="JSON lines")]
         mark = "* " if row["active"] else "  "
         values = " ".join(f"{row[m]:>12.4f}" if isinstance(row[m], float) else f"{'-':>12}"
                           for m in _METRICS)
-        typer.echo(f"{mark}{row['version']:28} {str(row['created_at'])[:26]:26} "
-                   f"{str(row['published'] or '-'):10} {values}")
+        typer.echo(f"{mark}{row['version']:28} {row['created_at']!s:26.26} "
+                   f"{row['published'] or '-'!s:10} {values}")
+        if row["problem"]:
+            typer.secho(f"    broken: {row['problem']}", fg=typer.colors.YELLOW)
 
 
 @models_app.command("show")
 def show_cmd(version: str) -> None:
     """The full metadata of VERSION (params, metrics, snapshot, data hashes, libraries, search)."""
-    from training.registry import read_metadata
-
-    settings = Settings()
+    settings = load_settings()
     try:
         meta = read_metadata(settings.models_dir, version)
     except RecsysError as error:
@@ -92,40 +96,41 @@ def show_cmd(version: str) -> None:
 
 @models_app.command("promote")
 def promote_cmd(version: str) -> None:
-    """Make VERSION the served model (publishing it first if it was never published)."""
-    from serving.stage import publish_run
-    from serving.store import STATUS_READY, open_store
-    from training.registry import read_metadata
-    from training.stage import SCORES_FILE
+    """Serve VERSION (writing it into MongoDB first when it is not there) with its features.
 
-    settings = Settings()
+    Goes through the one publish path (`serving.publish.publish_model`): waits for the publish
+    lock, switches the model and the online features of its snapshot together.
+    """
+    settings = load_settings()
     try:
-        read_metadata(settings.models_dir, version)
-        with open_store(settings) as store:
-            doc = store.get_version(version)
-            if doc is not None and doc.get("status") == STATUS_READY:
-                previous = store.activate(version)
-                typer.echo(f"active: {version} (previous: {previous})")
-                return
-        scores = settings.models_dir / version / SCORES_FILE
-        if not scores.is_file():
-            raise _fail(f"version {version!r} was never scored ({scores} missing): cannot publish")
-        summary = publish_run(settings.models_dir / version, scores, settings=settings)
+        result = publish_model(settings, version, holder=f"recsys models promote {version}")
     except RecsysError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"published and active: {version} (previous: {summary.get('previous_version')})")
+    _echo_published(result, "published and active" if result.written else "active")
 
 
 @models_app.command("rollback")
 def rollback_cmd() -> None:
-    """Re-activate the previously active version."""
-    from serving.store import open_store
-
-    settings = Settings()
+    """Serve the previously active version again (with its online features)."""
+    settings = load_settings()
     try:
-        with open_store(settings) as store:
-            current = store.active_version()
-            restored = store.rollback()
+        result = rollback_model(settings, holder="recsys models rollback")
     except RecsysError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"active: {restored} (was: {current})")
+    typer.echo(f"active: {result.version} (was: {result.previous_version})")
+    _echo_online(result)
+
+
+def _echo_published(result: PublishResult, verb: str) -> None:
+    detail = result.skipped or f"previous: {result.previous_version}"
+    typer.echo(f"{verb}: {result.version} ({detail})")
+    _echo_online(result)
+
+
+def _echo_online(result: PublishResult) -> None:
+    if result.online_switched:
+        typer.echo(f"online features: snapshot {result.feature_snapshot}")
+    else:
+        typer.secho(f"warning: online features not switched (snapshot "
+                    f"{result.feature_snapshot or 'unknown'} is neither online nor on disk)",
+                    fg=typer.colors.YELLOW, err=True)

@@ -8,6 +8,7 @@ vectorised (pyarrow dictionary encoding + numpy); there are no per-row Python lo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,18 @@ class InteractionMatrix:
     @property
     def n_interactions(self) -> int:
         return int(self.matrix.nnz)
+
+
+def matrix_hash(data: InteractionMatrix) -> str:
+    """sha256 over the ids and the CSR arrays: equal iff the training data is equal."""
+    digest = hashlib.sha256()
+    for ids in (data.user_ids, data.item_ids):
+        digest.update("\x1f".join(ids.tolist()).encode())
+        digest.update(b"\x1e")
+    m = data.matrix
+    for array in (m.indptr, m.indices, m.data):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def check_csr(matrix: object, *, name: str = "matrix") -> sp.csr_matrix:

@@ -36,11 +36,11 @@ from training.data import LAST_TS_COLUMN, InteractionMatrix, check_csr, to_csr
 from training.model import (
     PAD_ITEM,
     AlsParams,
-    item_popularity,
     fit_als,
-    resolve_als_device,
+    item_popularity,
     popularity_order,
     recommend_top_n,
+    resolve_als_device,
 )
 
 log = logging.getLogger(__name__)

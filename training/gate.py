@@ -15,7 +15,9 @@ training-split items removed from the candidates.
   a trace of the test interactions when its snapshot overlaps this one: that bias favours the
   champion, so a challenger that wins has won despite it.
 
-No champion (nothing active yet, or its model files are gone) means publish.
+No champion (nothing active yet, or its model files are gone or broken) means publish. The caller
+says which version is the champion (the flow asks the serving store); the gate itself never reads
+MongoDB.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from training.data import InteractionMatrix, load_interactions, to_csr
 from training.evaluate import evaluation_users, holdout_split, ranking_metrics
 from training.explain import fold_in_users
 from training.model import PAD_ITEM, AlsParams, apply_weighting
-from training.registry import METADATA_FILE, load_model, read_metadata
+from training.registry import METADATA_FILE, load_model, model_info, model_metadata
 from training.search import objective_key
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,8 @@ def _challenger_value(metadata: dict[str, Any], key: str, path: Path) -> float:
     try:
         return float(metadata["metrics"]["als"][key])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path / METADATA_FILE} has no holdout metric 'metrics.als.{key}'"
-                         ) from exc
+        raise ModelError(f"model version {path.name!r}: {METADATA_FILE} has no holdout metric "
+                         f"'metrics.als.{key}' ({path / METADATA_FILE})") from exc
 
 
 def _positions(reference: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -153,23 +155,23 @@ def champion_recommendations(champion_dir: Path, data: InteractionMatrix, train:
     return out
 
 
-def decide(challenger_dir: Path, manifest: Manifest, *, settings: Settings,
-           champion_version: str | None = None) -> GateDecision:
-    """Compare the challenger with the active model on the challenger's holdout split.
+def decide(challenger_dir: Path, manifest: Manifest, *, champion_version: str | None,
+           settings: Settings) -> GateDecision:
+    """Compare the challenger with the champion on the challenger's holdout split.
 
     Args:
         challenger_dir: the new model's directory (saved by `train_run_model`).
         manifest: the feature snapshot the challenger was trained on.
-        settings: `gate_metric`, `gate_margin`, `eval_k`, `models_dir`, MongoDB settings.
-        champion_version: the champion to compare against; None reads the serving store's
-            active pointer.
+        champion_version: the version being served (the caller reads it from the serving
+            store), or None when nothing is served yet.
+        settings: `gate_metric`, `gate_margin`, `eval_k`, `holdout_fraction`, `models_dir`.
 
     Returns:
         GateDecision; `publish` is True when there is no champion, or the challenger's metric
         exceeds the champion's by more than `gate_margin`.
     """
     challenger_dir = Path(challenger_dir)
-    meta = read_metadata(challenger_dir.parent, challenger_dir.name)
+    meta = model_metadata(challenger_dir)
     metrics = meta.get("metrics", {})
     k = int(metrics.get("k", settings.eval_k))
     key = objective_key(settings.gate_metric, k)
@@ -177,23 +179,17 @@ def decide(challenger_dir: Path, manifest: Manifest, *, settings: Settings,
     margin = settings.gate_margin
 
     if champion_version is None:
-        from serving.store import open_store
-
-        with open_store(settings) as store:
-            champion_version = store.active_version()
-    if champion_version is None:
         return GateDecision(publish=True, reason="no active model: publishing the first one",
                             metric=key, challenger_metric=challenger, margin=margin)
     if champion_version == challenger_dir.name:
         return GateDecision(publish=True, reason=f"{champion_version} is already active",
                             metric=key, challenger_metric=challenger,
                             champion_version=champion_version, margin=margin)
-    champion_dir = settings.models_dir / champion_version
-    if not (champion_dir / METADATA_FILE).is_file():
-        log.warning("gate: active version %s has no model files in %s", champion_version,
-                    settings.models_dir)
-        return GateDecision(publish=True, reason=f"active version {champion_version} has no model "
-                            f"files in {settings.models_dir}: cannot compare, publishing",
+    champion = model_info(settings.models_dir, champion_version)
+    if not champion.ok:
+        log.warning("gate: active version %s is unusable: %s", champion_version, champion.problem)
+        return GateDecision(publish=True, reason=f"active version {champion_version} has no usable "
+                            f"model files in {settings.models_dir}: cannot compare, publishing",
                             metric=key, challenger_metric=challenger,
                             champion_version=champion_version, margin=margin)
 
@@ -209,15 +205,15 @@ def decide(challenger_dir: Path, manifest: Manifest, *, settings: Settings,
         split_seed, split=split, last_ts=data.last_ts)
     # The same users the challenger's metrics were computed on.
     sample = evaluation_users(data.n_users, metrics.get("max_eval_users"), split_seed)
-    recs = champion_recommendations(champion_dir, data, train, k, users=sample)
-    champion = float(ranking_metrics(recs, test if sample is None else test[sample], k,
-                                     n_items=data.n_items)[key])
+    recs = champion_recommendations(champion.path, data, train, k, users=sample)
+    champion_value = float(ranking_metrics(recs, test if sample is None else test[sample], k,
+                                           n_items=data.n_items)[key])
 
-    publish = challenger > champion + margin
+    publish = challenger > champion_value + margin
     verdict = "publishing the challenger" if publish else f"keeping champion {champion_version}"
     reason = (f"challenger {challenger_dir.name} {key}={challenger:.4f} vs champion "
-              f"{champion_version} {key}={champion:.4f} (margin {margin:g}): {verdict}")
+              f"{champion_version} {key}={champion_value:.4f} (margin {margin:g}): {verdict}")
     log.info("gate: %s", reason)
     return GateDecision(publish=publish, reason=reason, metric=key, challenger_metric=challenger,
-                        champion_metric=champion, champion_version=champion_version,
+                        champion_metric=champion_value, champion_version=champion_version,
                         margin=margin)

@@ -1,29 +1,41 @@
-"""A file-system model registry: one directory per model version.
+"""The model registry: the only reader and writer of `<models_root>/<version>/`.
 
-Layout of `models_root/<version>/`:
+Layout of one version directory:
     model.npz      implicit's own `model.save()` (np.savez, no pickle)
     ids.npz        user_ids and item_ids as unicode arrays (row/column order of the factors)
     metadata.json  version, created_at (UTC), params, metrics, library versions, shapes,
-                   data_hash (sha256 of the training matrix and its ids), plus the caller's
-                   metadata (feature snapshot id, source file hashes, search summary, ...)
+                   data_hash (sha256 of the training matrix and its ids), `files` (every file of
+                   the version) and `checksums` (file name -> sha256), plus the caller's metadata
+                   (feature snapshot id, source file hashes, search summary, ...)
     <extra files>  e.g. search_trials.jsonl / search_trials.md (the search log)
-    scores.npz     added later by the score stage (top-N, similar items, popular, explanations)
+    scores.npz     added later by `save_scores` (top-N, similar items, popular, explanations)
 
-A version directory is written under a temporary name and renamed into place, so a reader never sees
-a half-written version; an existing version is never overwritten.
+Writes are atomic, so a crash or a full disk never leaves a truncated artifact for a reader (or a
+promote) to pick up: a version is written into `.<version>.<random>.partial`, renamed into place
+once every file is fsynced (never overwriting one); scores go to a temporary file, are recorded in
+metadata.json, then renamed to scores.npz. Dot-named leftovers of a crash are never listed;
+`prune_models` deletes them after a day.
+
+One error policy: reading a version that is missing, incomplete or damaged raises a `ModelError`
+naming the version and the file. `list_models` reports such a version (`ModelInfo.problem`)
+instead of raising, so one bad directory never hides the others.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import os
 import platform
-import re
 import shutil
 import tempfile
+import time
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +43,17 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recsys.errors import ModelError
-from training.data import InteractionMatrix
+from recsys.errors import InvalidId, ModelError
+from recsys.hashing import file_sha256
+from recsys.ids import check_id, is_valid_id
+from training.atomic_files import (
+    fsync_dir,
+    replace_json,
+    temporary_name,
+    write_file,
+    write_json,
+)
+from training.data import InteractionMatrix, matrix_hash
 from training.evaluate import TrainResult
 
 log = logging.getLogger(__name__)
@@ -40,22 +61,66 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.npz"
 IDS_FILE = "ids.npz"
 METADATA_FILE = "metadata.json"
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SCORES_FILE = "scores.npz"
+#: arrays every scores.npz holds; `rec_explain_items` / `rec_explain_scores` are optional
+SCORE_ARRAYS = ("rec_items", "rec_scores", "similar_items", "similar_scores", "popular_items",
+                "popular_scores")
+_ARTIFACTS = (MODEL_FILE, IDS_FILE, METADATA_FILE, SCORES_FILE)
 _RESERVED = ("version", "created_at", "params", "metrics", "libraries", "n_users", "n_items",
-             "n_factors", "files", "data_hash")
+             "n_factors", "files", "checksums", "data_hash")
+# A crashed write's leftovers (dot-named) younger than this may still be in progress.
+_STALE_AFTER_S = 86400.0
 
 
-def matrix_hash(data: InteractionMatrix) -> str:
-    """sha256 over the ids and the CSR arrays: equal iff the training data is equal."""
-    digest = hashlib.sha256()
-    for ids in (data.user_ids, data.item_ids):
-        digest.update("\x1f".join(ids.tolist()).encode())
-        digest.update(b"\x1e")
-    m = data.matrix
-    for array in (m.indptr, m.indices, m.data):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class ModelInfo:
+    """One version directory as `list_models` / `model_info` see it.
 
+    Attributes:
+        version: the version id (the directory name).
+        path: the version directory.
+        metadata: its metadata.json ({} when that is missing or unreadable).
+        problem: why the version cannot be used (missing, incomplete, unreadable metadata);
+            None for a complete version.
+    """
+
+    version: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def created_at(self) -> str:
+        return str(self.metadata.get("created_at", ""))
+
+    @property
+    def feature_snapshot(self) -> str | None:
+        snapshot = self.metadata.get("feature_snapshot")
+        return str(snapshot) if snapshot else None
+
+
+# --------------------------------------------------------------------------- ids and errors
+
+def check_version(version: str) -> str:
+    """`version` when it follows the shared id rule (`recsys.ids`), else an InvalidId."""
+    return check_id(version, kind="model version id")
+
+
+def model_path(models_root: Path, version: str) -> Path:
+    """The directory of `version` under `models_root` (the id is checked, not its existence)."""
+    return Path(models_root) / check_version(version)
+
+
+def _error(model_dir: Path, name: str, problem: str) -> ModelError:
+    return ModelError(f"model version {Path(model_dir).name!r}: {name} {problem} "
+                      f"({Path(model_dir) / name})")
+
+
+# --------------------------------------------------------------------------- save
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a model depends on."""
@@ -68,26 +133,16 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (datetime, Path)):
-        return str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Path, version: str,
                metadata: dict[str, Any], extra_files: dict[str, str] | None = None) -> Path:
-    """Write `result.model` with its id maps and metadata to `models_root/version/`.
+    """Write `result.model` with its id maps and metadata to `models_root/version/`, atomically.
 
     Args:
         result: the training result (its model must be fitted on `data`).
         data: the matrix the model was fitted on (supplies user/item ids).
         models_root: the registry root (created if missing).
-        version: the version id; letters, digits, '.', '_' and '-' only.
-        metadata: extra JSON-serialisable keys (e.g. feature_snapshot_id); must not collide with
+        version: the version id (`check_version`).
+        metadata: extra JSON-serialisable keys (e.g. feature_snapshot); must not collide with
             the reserved keys.
         extra_files: file name -> text, written into the version directory (e.g. search logs).
 
@@ -95,16 +150,16 @@ def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Pat
         The version directory.
 
     Raises:
-        ModelError: bad version id, the version exists, reserved metadata keys, or the model does
-            not match `data`.
+        InvalidId: a bad version id.
+        ModelError: the version exists, reserved metadata keys or file names, or the model does
+            not match `data`. A failed write (e.g. a full disk) leaves no version.
     """
-    if not _VERSION_RE.match(version):
-        raise ModelError(f"invalid model version id {version!r}")
+    check_version(version)
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
         raise ModelError(f"metadata keys {clash} are reserved")
-    bad_names = sorted(n for n in (extra_files or {})
-                       if n in (MODEL_FILE, IDS_FILE, METADATA_FILE) or not _VERSION_RE.match(n))
+    extra_files = dict(extra_files or {})
+    bad_names = sorted(n for n in extra_files if n in _ARTIFACTS or not is_valid_id(n))
     if bad_names:
         raise ModelError(f"extra file names {bad_names} are invalid or reserved")
     model = result.model
@@ -118,84 +173,328 @@ def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Pat
         raise ModelError(f"model version {version!r} already exists in {models_root}")
     models_root.mkdir(parents=True, exist_ok=True)
 
-    document = {
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(),
-        "params": result.params.to_dict(),
-        "metrics": result.metrics,
-        "libraries": library_versions(),
-        "n_users": data.n_users,
-        "n_items": data.n_items,
-        "n_factors": int(model.item_factors.shape[1]),
-        "files": [MODEL_FILE, IDS_FILE, METADATA_FILE, *sorted(extra_files or {})],
-        "data_hash": matrix_hash(data),
-        **metadata,
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".partial", dir=models_root))
     try:
-        model.save(str(tmp / MODEL_FILE))
-        np.savez(tmp / IDS_FILE, user_ids=np.asarray(data.user_ids, dtype=str),
-                 item_ids=np.asarray(data.item_ids, dtype=str))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        (tmp / METADATA_FILE).write_text(
-            json.dumps(document, indent=2, sort_keys=True, default=_json_default) + "\n")
+        checksums = {
+            MODEL_FILE: write_file(tmp / MODEL_FILE, model.save),
+            IDS_FILE: write_file(tmp / IDS_FILE, lambda fh: np.savez(
+                fh, user_ids=np.asarray(data.user_ids, dtype=str),
+                item_ids=np.asarray(data.item_ids, dtype=str))),
+        }
+        for name, text in extra_files.items():
+            checksums[name] = write_file(tmp / name, lambda fh, t=text: fh.write(t.encode()))
+        write_json(tmp / METADATA_FILE, {
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "params": result.params.to_dict(),
+            "metrics": result.metrics,
+            "libraries": library_versions(),
+            "n_users": data.n_users,
+            "n_items": data.n_items,
+            "n_factors": int(model.item_factors.shape[1]),
+            "files": [MODEL_FILE, IDS_FILE, METADATA_FILE, *sorted(extra_files)],
+            "checksums": checksums,
+            "data_hash": matrix_hash(data),
+            **metadata,
+        })
+        fsync_dir(tmp)
+        # the commit point: the version exists, complete, from here on
         tmp.rename(target)
-    except BaseException:
+        fsync_dir(models_root)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ModelError(f"model version {version!r}: writing to {models_root} failed "
+                             f"({exc}); nothing was saved") from exc
         raise
     log.info("saved model version %s to %s", version, target)
     return target
 
 
-def load_model(path: Path) -> tuple[AlternatingLeastSquares, np.ndarray, np.ndarray,
-                                    dict[str, Any]]:
-    """Load a version directory written by `save_model`.
+def save_scores(model_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write the scores of a saved version as scores.npz, atomically; returns its path.
+
+    The file is written under a temporary name, fsynced, its sha256 recorded in metadata.json,
+    and only then renamed to scores.npz: a failed write leaves the version unscored (as before),
+    never with a truncated scores file. An existing scores file is replaced.
+
+    Raises:
+        ModelError: the version is not a complete saved version, arrays are missing, or the
+            write failed (e.g. a full disk).
+    """
+    model_dir = Path(model_dir)
+    missing = [key for key in SCORE_ARRAYS if key not in arrays]
+    if missing:
+        raise ModelError(f"model version {model_dir.name!r}: scores lack arrays {missing}")
+    document = model_metadata(model_dir)
+    target = model_dir / SCORES_FILE
+    tmp = temporary_name(target)
+    recorded = False
+    try:
+        digest = write_file(tmp, lambda fh: np.savez(fh, **arrays))
+        files = list(document.get("files", []))
+        document["files"] = files if SCORES_FILE in files else [*files, SCORES_FILE]
+        document["checksums"] = {**document.get("checksums", {}), SCORES_FILE: digest}
+        replace_json(model_dir / METADATA_FILE, document)
+        recorded = True
+        os.replace(tmp, target)
+        fsync_dir(model_dir)
+    except OSError as exc:
+        if recorded:  # an older scores file no longer matches the recorded checksum
+            target.unlink(missing_ok=True)
+        raise ModelError(f"model version {model_dir.name!r}: writing {SCORES_FILE} failed "
+                         f"({exc}); the version stays unscored") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("saved scores of model version %s (%s)", model_dir.name, target)
+    return target
+
+
+# --------------------------------------------------------------------------- read
+
+def model_metadata(model_dir: Path) -> dict[str, Any]:
+    """metadata.json of the version in `model_dir`.
+
+    Raises:
+        ModelError: no such version, or its metadata.json is unreadable.
+    """
+    model_dir = Path(model_dir)
+    meta_file = model_dir / METADATA_FILE
+    if not meta_file.is_file():
+        if not model_dir.is_dir():
+            raise ModelError(f"no model version {model_dir.name!r} in {model_dir.parent}")
+        raise _error(model_dir, METADATA_FILE, "is missing: the version is incomplete")
+    try:
+        document = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _error(model_dir, METADATA_FILE, f"is unreadable ({exc})") from exc
+    if not isinstance(document, dict):
+        raise _error(model_dir, METADATA_FILE, "is not a JSON object")
+    return document
+
+
+def read_metadata(models_root: Path, version: str) -> dict[str, Any]:
+    """metadata.json of `version` under `models_root`; ModelError when it does not exist."""
+    return model_metadata(model_path(models_root, version))
+
+
+def _load_npz(model_dir: Path, name: str) -> dict[str, np.ndarray]:
+    path = model_dir / name
+    if not path.is_file():
+        raise _error(model_dir, name, "is missing")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _error(model_dir, name, f"is unreadable, truncated or damaged ({exc})") from exc
+
+
+def load_model(model_dir: Path) -> tuple[AlternatingLeastSquares, np.ndarray, np.ndarray,
+                                         dict[str, Any]]:
+    """Load the version in `model_dir` (written by `save_model`).
 
     Returns:
         (model, user_ids, item_ids, metadata); ids are object arrays of str.
+
+    Raises:
+        ModelError: a file is missing, unreadable, or the model does not match its ids.
     """
-    path = Path(path)
-    missing = [f for f in (MODEL_FILE, IDS_FILE, METADATA_FILE) if not (path / f).is_file()]
+    model_dir = Path(model_dir)
+    missing = [f for f in (MODEL_FILE, IDS_FILE, METADATA_FILE) if not (model_dir / f).is_file()]
     if missing:
-        raise ModelError(f"model directory {path} lacks {missing}")
-    with threadpool_limits(1, "blas"):  # implicit's constructor warns about threaded BLAS
-        model = AlternatingLeastSquares.load(str(path / MODEL_FILE))
-    with np.load(path / IDS_FILE, allow_pickle=False) as ids:
+        raise ModelError(f"model version {model_dir.name!r} in {model_dir} lacks {missing}")
+    metadata = model_metadata(model_dir)
+    ids = _load_npz(model_dir, IDS_FILE)
+    try:
         user_ids = ids["user_ids"].astype(object)
         item_ids = ids["item_ids"].astype(object)
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    if model.user_factors.shape[0] != len(user_ids) or model.item_factors.shape[0] != len(item_ids):
-        raise ModelError(f"model in {path} does not match its ids.npz")
+    except KeyError as exc:
+        raise _error(model_dir, IDS_FILE, f"lacks {exc}") from exc
+    try:
+        with threadpool_limits(1, "blas"):  # implicit's constructor warns about threaded BLAS
+            model = AlternatingLeastSquares.load(str(model_dir / MODEL_FILE))
+        n_users, n_items = model.user_factors.shape[0], model.item_factors.shape[0]
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
+        raise _error(model_dir, MODEL_FILE, f"is unreadable, truncated or damaged ({exc})"
+                     ) from exc
+    if n_users != len(user_ids) or n_items != len(item_ids):
+        raise _error(model_dir, MODEL_FILE, f"({n_users} x {n_items}) does not match {IDS_FILE} "
+                     f"({len(user_ids)} x {len(item_ids)})")
     return model, user_ids, item_ids, metadata
 
 
-def list_models(models_root: Path) -> list[dict[str, Any]]:
-    """Metadata of every complete version under `models_root`, newest first.
+def scores_path(model_dir: Path) -> Path:
+    """Where the scores of the version in `model_dir` are (whether or not it was scored)."""
+    return Path(model_dir) / SCORES_FILE
 
-    Directories without a readable metadata.json (half-written or foreign) are skipped.
+
+def load_scores(model_dir: Path) -> dict[str, np.ndarray]:
+    """The arrays of the version's scores.npz (see `training.stage.score_run_model`).
+
+    Raises:
+        ModelError: the version was never scored, or its scores file is unreadable or lacks an
+            array.
+    """
+    model_dir = Path(model_dir)
+    if not scores_path(model_dir).is_file():
+        model_metadata(model_dir)  # a missing version says so first
+        raise _error(model_dir, SCORES_FILE, "is missing: the version was never scored")
+    arrays = _load_npz(model_dir, SCORES_FILE)
+    missing = [key for key in SCORE_ARRAYS if key not in arrays]
+    if missing:
+        raise _error(model_dir, SCORES_FILE, f"lacks arrays {missing}")
+    return arrays
+
+
+def verify_model(model_dir: Path, *, scores: bool = False) -> dict[str, Any]:
+    """Check that every file of a version is present, intact and loadable; its metadata.
+
+    Each file listed in metadata.json must exist and match its recorded sha256 (versions saved
+    before checksums skip that), every .npz must pass its zip CRC check, the model must load and
+    match its ids, and scores (when present, or required by `scores=True`, as before a publish)
+    must hold every array with one row per user / item.
+
+    Raises:
+        ModelError: naming the version and the first file that fails.
+    """
+    model_dir = Path(model_dir)
+    metadata = model_metadata(model_dir)
+    checksums: dict[str, str] = metadata.get("checksums", {})
+    names = [n for n in metadata.get("files", []) if n not in (METADATA_FILE, SCORES_FILE)]
+    names = [*dict.fromkeys([MODEL_FILE, IDS_FILE, *names])]
+    if scores or scores_path(model_dir).is_file():
+        names.append(SCORES_FILE)
+    for name in names:
+        path = model_dir / name
+        if not path.is_file():
+            never = ": the version was never scored" if name == SCORES_FILE else ""
+            raise _error(model_dir, name, f"is missing{never}")
+        if name in checksums and file_sha256(path) != checksums[name]:
+            raise _error(model_dir, name, "does not match its recorded sha256 (truncated or "
+                         "changed after it was written)")
+        if name.endswith(".npz"):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    bad = archive.testzip()
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise _error(model_dir, name, f"is not a readable npz archive ({exc})") from exc
+            if bad is not None:
+                raise _error(model_dir, name, f"has a damaged member {bad!r}")
+    _, user_ids, item_ids, _ = load_model(model_dir)
+    if SCORES_FILE in names:
+        arrays = load_scores(model_dir)
+        for key, rows in (("rec_items", len(user_ids)), ("rec_scores", len(user_ids)),
+                          ("similar_items", len(item_ids)), ("similar_scores", len(item_ids))):
+            if arrays[key].shape[0] != rows:
+                raise _error(model_dir, SCORES_FILE, f"array {key} has {arrays[key].shape[0]} "
+                             f"rows, expected {rows}")
+    return metadata
+
+
+# --------------------------------------------------------------------------- list
+
+def _inspect(path: Path) -> ModelInfo:
+    try:
+        check_version(path.name)
+        metadata = model_metadata(path)
+    except (InvalidId, ModelError) as error:
+        return ModelInfo(version=path.name, path=path, problem=str(error))
+    missing = [f for f in (MODEL_FILE, IDS_FILE) if not (path / f).is_file()]
+    problem = f"model version {path.name!r} in {path} lacks {missing}" if missing else None
+    return ModelInfo(version=path.name, path=path, metadata=metadata, problem=problem)
+
+
+def model_info(models_root: Path, version: str) -> ModelInfo:
+    """The state of one version (its `problem` says when it is missing or broken)."""
+    return _inspect(model_path(models_root, version))
+
+
+def list_models(models_root: Path) -> list[ModelInfo]:
+    """Every version directory under `models_root`, newest first (by created_at, then id).
+
+    A broken version (unreadable or missing metadata, missing model files) is listed with its
+    `problem` and logged as a warning, never raised; in-progress and crashed writes (dot-named)
+    are not listed. Broken versions sort last.
     """
     models_root = Path(models_root)
     if not models_root.is_dir():
         return []
-    out = []
-    for path in models_root.iterdir():
-        meta_file = path / METADATA_FILE
-        if path.name.startswith(".") or not meta_file.is_file():
-            continue
+    infos = [_inspect(path) for path in models_root.iterdir()
+             if path.is_dir() and not path.name.startswith(".")]
+    for info in infos:
+        if info.problem:
+            log.warning("broken model version: %s", info.problem)
+    infos.sort(key=lambda i: (i.ok, i.created_at, i.version), reverse=True)
+    return infos
+
+
+def referenced_snapshots(models_root: Path) -> set[str]:
+    """The feature snapshot ids the saved versions were trained on (to protect from retention).
+
+    Raises:
+        ModelError: a version's metadata is unreadable, so what it references is unknown (a
+            snapshot must never be deleted under a model because the check could not run).
+    """
+    refs: set[str] = set()
+    for info in list_models(models_root):
+        # a version without metadata.json references nothing readable: a foreign folder or one
+        # `prune_models` was deleting
+        if not info.metadata and (info.path / METADATA_FILE).exists():
+            raise ModelError(f"{info.problem}; cannot tell which feature snapshot it uses")
+        if info.feature_snapshot:
+            refs.add(info.feature_snapshot)
+    return refs
+
+
+# --------------------------------------------------------------------------- prune
+
+def _remove_stale_leftovers(models_root: Path) -> list[str]:
+    """Delete what crashed writes left (dot-named partial folders and temporary files)."""
+    cutoff = time.time() - _STALE_AFTER_S
+    removed = []
+    leftovers = [*models_root.glob(".*.partial"), *models_root.glob("*/.*.tmp")]
+    for path in leftovers:
         try:
-            out.append(json.loads(meta_file.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("skipping model directory %s: %s", path, exc)
-    out.sort(key=lambda m: (str(m.get("created_at", "")), str(m.get("version", ""))), reverse=True)
-    return out
+            if path.stat().st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(str(path.relative_to(models_root)))
+    return removed
 
 
-def read_metadata(models_root: Path, version: str) -> dict[str, Any]:
-    """metadata.json of one version; ModelError when it does not exist."""
-    if not _VERSION_RE.match(version):
-        raise ModelError(f"invalid model version id {version!r}")
-    meta_file = Path(models_root) / version / METADATA_FILE
-    if not meta_file.is_file():
-        raise ModelError(f"no model version {version!r} in {models_root}")
-    return json.loads(meta_file.read_text())
+def prune_models(models_root: Path, *, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete complete versions beyond the newest `keep`, except the `protect`ed ones.
+
+    Broken versions are reported by `list_models` and left alone (their age is unknown); leftovers
+    of writes that crashed more than a day ago are deleted.
+
+    Args:
+        models_root: the registry root.
+        keep: complete versions kept, newest by created_at (>= 1).
+        protect: versions never deleted (e.g. every version the serving store still lists).
+
+    Returns:
+        The deleted versions, oldest first.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    models_root = Path(models_root)
+    if not models_root.is_dir():
+        return []
+    complete = [info for info in list_models(models_root) if info.ok]   # newest first
+    kept = {info.version for info in complete[:keep]} | set(protect)
+    doomed = [info for info in reversed(complete) if info.version not in kept]
+    for info in doomed:
+        # metadata first: without it the version is no longer complete for any reader
+        (info.path / METADATA_FILE).unlink(missing_ok=True)
+        shutil.rmtree(info.path, ignore_errors=True)
+    leftovers = _remove_stale_leftovers(models_root)
+    if doomed or leftovers:
+        log.info("pruned model versions %s (keep=%d) and leftovers %s",
+                 [i.version for i in doomed], keep, leftovers)
+    return [info.version for info in doomed]

@@ -14,6 +14,7 @@ from features.snapshot import Manifest
 from recsys.errors import ModelError
 from recsys.hashing import file_sha256
 from recsys.settings import Settings
+from training import gpu_scoring
 from training.data import load_interactions, to_csr
 from training.evaluate import TrainResult, train_and_evaluate
 from training.explain import explain_recommendations
@@ -24,14 +25,13 @@ from training.model import (
     recommend_top_n,
     similar_items_top_n,
 )
-from training.registry import load_model, save_model
+from training.registry import load_model, save_model, save_scores
 from training.search import SearchSpace, search_and_evaluate
 
 log = logging.getLogger(__name__)
 
 SEARCH_TRIALS_JSONL = "search_trials.jsonl"
 SEARCH_TRIALS_MD = "search_trials.md"
-SCORES_FILE = "scores.npz"
 
 
 def params_from_settings(settings: Settings) -> AlsParams:
@@ -101,15 +101,15 @@ def _recommend_all_users(model: AlternatingLeastSquares, matrix: sp.csr_matrix,
                          settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     """Top `settings.top_n` unseen items of every user on `settings.score_backend`."""
     if settings.score_backend == "gpu":
-        from training import gpu_scoring  # torch is optional: import it only when asked for
-
+        # torch is optional: gpu_scoring imports it only when it runs
         return gpu_scoring.recommend_top_n_torch(model, matrix, settings.top_n, device="cuda")
     return recommend_top_n(model, matrix, settings.top_n)
 
 
 def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) -> Path:
     """Top-N per user, similar items per item, the popular list and, when `settings.explain_n`
-    > 0, the past items that explain each recommendation; saved as `scores.npz`.
+    > 0, the past items that explain each recommendation; saved (atomically) as the version's
+    scores by `training.registry.save_scores`.
 
     scores.npz keys: rec_items, rec_scores (n_users, N); similar_items, similar_scores
     (n_items, M); popular_items, popular_scores (P,); and with explanations rec_explain_items
@@ -136,6 +136,4 @@ def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) 
             regularization=params.regularization, n_explain=settings.explain_n)
         arrays["rec_explain_items"] = explain_items
         arrays["rec_explain_scores"] = explain_scores
-    scores_file = model_dir / SCORES_FILE
-    np.savez(scores_file, **arrays)
-    return scores_file
+    return save_scores(model_dir, arrays)

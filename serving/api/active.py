@@ -13,7 +13,13 @@ from typing import Any
 import pymongo
 from pymongo.asynchronous.database import AsyncDatabase
 
-from serving.store import ACTIVE_ID, POPULAR_ID, STATE, VERSIONS, popular_collection
+from recsys.mongo import (
+    ACTIVE_POINTER_ID,
+    MODEL_VERSIONS,
+    POPULAR_ID,
+    SERVING_STATE,
+    popular_collection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,7 @@ class ActiveVersionCache:
     async def refresh(self) -> ActiveState | None:
         """Read the pointer; on a change, load the new version's popular list, then swap."""
         async with self._lock:
-            pointer = await self._db[STATE].find_one({"_id": ACTIVE_ID})
+            pointer = await self._db[SERVING_STATE].find_one({"_id": ACTIVE_POINTER_ID})
             if pointer is None:
                 if self.state is not None:
                     logger.warning("active pointer disappeared; serving nothing")
@@ -79,7 +85,7 @@ class ActiveVersionCache:
             if current is not None and current.version == version:
                 return current
             popular = await self._db[popular_collection(version)].find_one({"_id": POPULAR_ID})
-            meta = await self._db[VERSIONS].find_one(
+            meta = await self._db[MODEL_VERSIONS].find_one(
                 {"_id": version}, {"generated_at": 1, "features": 1}
             )
             if popular is None:

@@ -10,12 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pymongo.asynchronous.database import AsyncDatabase
 
-from recsys.errors import ServiceUnavailable
+from recsys.errors import RateLimited, ServiceUnavailable
 from recsys.settings import Settings
 from serving.api.active import ActiveState, ActiveVersionCache
 from serving.api.cache import DocumentCache, MongoGuard
 from serving.api.metrics import ApiMetrics
-from serving.api.security import API_KEY_HEADER, KeyChecker, RateLimited, TokenBucketLimiter
+from serving.api.security import API_KEY_HEADER, KeyChecker, TokenBucketLimiter
 
 DEFAULT_K = 10
 MAX_EXCLUDE = 500
@@ -70,9 +70,7 @@ def _rate_limit(request: Request, key: str | None) -> None:
     wait = limiter.allow(caller)
     if wait > 0:
         request.app.state.services.metrics.rate_limited.inc()
-        error = RateLimited("rate limit exceeded")
-        error.retry_after = max(1, round(wait + 0.5))  # type: ignore[attr-defined]
-        raise error
+        raise RateLimited("rate limit exceeded", retry_after=max(1, round(wait + 0.5)))
 
 
 async def require_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:

@@ -1,8 +1,8 @@
 """The serving API: `create_app(settings)` builds a FastAPI app over the active model version.
 
-Run it with `uvicorn --factory serving.api.main:create_app` (one AsyncMongoClient per worker
-process, made in the lifespan, so forking workers is safe). Each worker has its own document
-cache, rate limiter and metrics.
+Run it with `uvicorn --factory serving.api.main:app_from_environment` (what `recsys serve` does):
+each worker process reads the settings once and makes one AsyncMongoClient in the lifespan, so
+forking workers is safe. Each worker has its own document cache, rate limiter and metrics.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pymongo
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.errors import RecsysError
-from recsys.settings import Settings
+from recsys.mongo import CODEC_OPTIONS, async_mongo_client
+from recsys.settings import Settings, load_settings
 from serving.api.active import POLL_TIMEOUT_S, ActiveState, ActiveVersionCache
 from serving.api.cache import DocumentCache, MongoGuard, is_unavailable
 from serving.api.deps import Services, require_key
@@ -32,22 +32,8 @@ from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
 from serving.api.routes import admin, health, items, recommendations
 from serving.api.security import KeyChecker, TokenBucketLimiter, parse_keys
-from serving.store import CODEC_OPTIONS
 
 logger = logging.getLogger(__name__)
-
-
-def _async_client(settings: Settings) -> AsyncMongoClient:
-    timeout = settings.mongodb_timeout_ms
-    return AsyncMongoClient(
-        settings.mongodb_uri,
-        maxPoolSize=settings.mongodb_max_pool_size,
-        serverSelectionTimeoutMS=timeout,
-        connectTimeoutMS=timeout,
-        timeoutMS=timeout,
-        tz_aware=True,
-        tzinfo=CODEC_OPTIONS.tzinfo,
-    )
 
 
 @asynccontextmanager
@@ -64,7 +50,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def _services(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: ApiMetrics = app.state.metrics
-    client = _async_client(settings)
+    client = async_mongo_client(settings)
     app.state.sync_client = None  # made on the first admin call (see routes/admin.py)
     db = client.get_database(settings.mongodb_db, codec_options=CODEC_OPTIONS)
     cache = DocumentCache(settings.api_cache_entries, metrics)
@@ -145,9 +131,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(request, 500, "internal error")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API. `settings` defaults to `Settings()` (environment / `.env`)."""
-    settings = settings or Settings()
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API over the serving database that `settings` names."""
     app = FastAPI(
         title="recsys serving API",
         summary="Batch-computed recommendations, similar items and embeddings from MongoDB.",
@@ -174,3 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, metrics=metrics,
                        max_body_bytes=settings.api_max_body_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory: read the settings (environment / `.env`) once, build the API."""
+    return create_app(load_settings())

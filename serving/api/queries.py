@@ -8,16 +8,16 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from recsys.errors import NotFound
-from serving.api.active import ActiveState
-from serving.api.cache import MISSING
-from serving.api.deps import ListOptions, Services
-from serving.store import (
-    decode_vector,
+from recsys.mongo import (
     item_embeddings_collection,
     recs_collection,
     similar_collection,
     user_embeddings_collection,
 )
+from serving.api.active import ActiveState
+from serving.api.cache import MISSING
+from serving.api.deps import ListOptions, Services
+from serving.documents import decode_vector
 
 _LIST_PROJECTION = {"_id": 1, "items": 1, "model_version": 1, "generated_at": 1}
 

@@ -8,21 +8,9 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from recsys.errors import RecsysError
+from recsys.errors import Forbidden, Unauthorized
 
 API_KEY_HEADER = "X-API-Key"
-
-
-class Unauthorized(RecsysError):
-    status_code = 401
-
-
-class Forbidden(RecsysError):
-    status_code = 403
-
-
-class RateLimited(RecsysError):
-    status_code = 429
 
 
 def parse_keys(value: str) -> tuple[str, ...]:

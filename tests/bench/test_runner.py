@@ -1,4 +1,5 @@
-"""`recsys bench`: the stage runner on a tiny size against a real server, and its summary."""
+"""`python -m bench run`: the stage runner on a tiny size against a real server, its summary,
+and where it writes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.runner import PIPELINE_STAGES, STAGES, Size, markdown, run_benchmark, summarize
+from bench.report import markdown, summarize
+from bench.runner import parse_args, phase_order, results_dir, run_benchmark
+from bench.workspace import PIPELINE_STAGES, STAGES, Size
+from recsys.settings import Settings
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _package_files() -> set[Path]:
+    return {p for p in BENCH_DIR.rglob("*") if "__pycache__" not in p.parts}
 
 
 def _phase(seconds: float, rss: float = 100.0, **extra: float) -> dict[str, float]:
@@ -49,15 +59,39 @@ def test_summary_without_every_stage_has_no_end_to_end() -> None:
     assert "end_to_end" not in summary
 
 
+def test_results_go_to_out_or_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    assert results_dir(None, settings) == tmp_path / "data" / "bench"
+    assert results_dir(tmp_path / "elsewhere", settings) == tmp_path / "elsewhere"
+    args = parse_args(["--size", "medium", "--out", str(tmp_path / "o"), "--stage", "training",
+                       "--stage", "publish"])
+    assert (args.size, args.out, args.stage) == ("medium", tmp_path / "o",
+                                                  ["training", "publish"])
+    assert parse_args([]).out is None
+    with pytest.raises(SystemExit):
+        parse_args(["--stage", "nonsense"])
+
+
+def test_phases_run_in_pipeline_order_baseline_first() -> None:
+    assert phase_order(STAGES) == ["generate"] + [f"{stage}/{side}" for stage in STAGES
+                                                  for side in ("baseline", "ours")]
+    assert phase_order(("training", "features")) == [
+        "generate", "features/baseline", "features/ours", "training/baseline", "training/ours"]
+
+
 @pytest.mark.integration
 def test_tiny_run_measures_every_stage_beside_its_baseline(tmp_path: Path,
                                                            mongo_uri: str) -> None:
     stages = STAGES if shutil.which("wrk") else PIPELINE_STAGES
     size = Size("tiny", interactions=20_000, users=800, items=300, serving_seconds=1)
+    before = _package_files()
     results = run_benchmark(size, work=tmp_path / "work", uri=mongo_uri,
                             results_dir=tmp_path / "results", stages=stages,
                             echo=lambda _: None)
 
+    # Results go to the given folder only: nothing new inside the bench package.
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tiny.json", "tiny.md"]
+    assert _package_files() == before
     saved = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert saved["phases"].keys() == results["phases"].keys()
     assert set(saved["summary"]["stages"]) == set(stages)

@@ -4,15 +4,21 @@ import pytest
 from pymongo import MongoClient
 
 from features.online import (
-    REGISTRY_COLLECTION,
-    feature_collection,
+    cleanup_online,
+    is_materialized,
     materialize_into,
     materialize_online,
+    materialized_snapshots,
     online_snapshot,
+    prune_online,
     read_online_features,
+    switch_online,
+    write_snapshot,
 )
 from features.snapshot import build_snapshot
-from recsys.errors import FeatureStoreError
+from recsys.errors import FeatureStoreError, InvalidId
+from recsys.mongo import FEATURE_SNAPSHOTS as REGISTRY_COLLECTION
+from recsys.mongo import FEATURE_STATE, feature_collection
 from recsys.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -68,5 +74,31 @@ def test_materialize_online_uses_settings(raw_files, tmp_path, mongo_uri, mongo_
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=mongo_db_name, data_dir=tmp_path)
     m = build_snapshot(raw_files, features_root=settings.features_dir, snapshot_id="s1")
     assert materialize_online(m, settings=settings)["counts"] == {"users": 3, "items": 2}
-    with pytest.raises(FeatureStoreError, match="cannot name"):
+    with pytest.raises(InvalidId, match="invalid snapshot id 'bad id!'"):
         feature_collection("users", "bad id!")
+
+
+def test_write_then_switch_prune_protects_and_cleanup(raw_files, tmp_path, db):
+    snaps = {sid: build_snapshot(raw_files, features_root=tmp_path / "f", snapshot_id=sid)
+             for sid in ("s1", "s2", "s3")}
+    written = write_snapshot(db, snaps["s1"])
+    assert written["rewritten"] is True and written["counts"] == {"users": 3, "items": 2}
+    assert is_materialized(db, "s1") and online_snapshot(db) is None  # written, not switched
+    assert write_snapshot(db, snaps["s1"])["rewritten"] is False
+    with pytest.raises(FeatureStoreError, match="unknown"):
+        switch_online(db, "s2")
+    assert switch_online(db, "s1") is None and online_snapshot(db) == "s1"
+    for sid in ("s2", "s3"):
+        write_snapshot(db, snaps[sid])
+    assert switch_online(db, "s3") == "s1"
+    state = db[FEATURE_STATE].find_one({"_id": "online"})
+    assert (state["snapshot_id"], state["previous"]) == ("s3", "s1")
+    # s1 is protected (a kept model uses it), s3 is online: only s2 goes
+    assert prune_online(db, keep=1, protect={"s1"}) == ["s2"]
+    assert materialized_snapshots(db) == {"s1", "s3"}
+    # what a crashed materialization leaves is cleaned up, never the online snapshot
+    db[REGISTRY_COLLECTION].insert_one({"_id": "crashed", "status": "building"})
+    db[feature_collection("users", "crashed")].insert_one({"_id": "a"})
+    assert cleanup_online(db) == ["crashed"]
+    assert feature_collection("users", "crashed") not in db.list_collection_names()
+    assert online_snapshot(db) == "s3" and is_materialized(db, "s3")

@@ -6,9 +6,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from features.raw_store import ingest_into_store
 from features.registry import REGISTRY
 from features.snapshot import build_snapshot, build_views, sources_from_store
+from ingest.raw_store import commit_batch
 from recsys.errors import FeatureStoreError
 
 JAN = datetime(2024, 1, 1, tzinfo=UTC)
@@ -19,8 +19,8 @@ MAR = datetime(2024, 3, 1, tzinfo=UTC)
 @pytest.fixture
 def store(make_batch, tmp_path):
     root = tmp_path / "store"
-    ingest_into_store(make_batch("jan", seed=1, n=400, start=JAN, end=FEB), raw_root=root)
-    ingest_into_store(make_batch("feb", seed=2, n=400, start=FEB, end=MAR), raw_root=root)
+    commit_batch(make_batch("jan", seed=1, n=400, start=JAN, end=FEB), raw_root=root)
+    commit_batch(make_batch("feb", seed=2, n=400, start=FEB, end=MAR), raw_root=root)
     return root
 
 
@@ -67,7 +67,7 @@ def test_entities_from_batches_after_as_of_are_invisible(tmp_path, store):
         items={"item_id": ["i000"], "title": ["Renamed"]},
         interactions={"user_id": ["newcomer"], "item_id": ["i000"],
                       "timestamp": [MAR + timedelta(days=5)]})
-    ingest_into_store(late, raw_root=store)
+    commit_batch(late, raw_root=store)
     before = build_views(sources_from_store(store, MAR), features_root=tmp_path / "f",
                          snapshot_id="before", as_of=MAR)
     after = build_views(sources_from_store(store, None), features_root=tmp_path / "f",

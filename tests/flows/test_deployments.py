@@ -11,39 +11,36 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
+from prefect.client.orchestration import PrefectClient
 from pymongo import MongoClient
 
 from recsys.mongo_server import free_port
 from serving.store import MongoServingStore
+from tests.flows.prefect_server import (
+    BIN,
+    POOL,
+    REPO,
+    declared_deployments,
+    prefect_cli,
+    read_deployments,
+    wait_healthy,
+)
 from tests.serving.payloads import make_payload
 
 # About 2 minutes on the shared 2-core machine (server start + deploy dominate): run with -m slow.
+# tests/flows/test_schedules.py covers `make prefect-up` and the scheduler in the default suite.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-POOL = "recsys-local"
 EXPECTED_SCHEDULES = {  # deployment -> (cron, slug); every one in Europe/Berlin, active
     "daily-incremental": ("0 2 * * *", "daily-incremental-0200"),
     "weekly-retrain": ("0 4 * * 0", "weekly-retrain-sun-0400"),
     "maintenance": ("30 5 * * *", "maintenance-0530"),
     "backfill": None,
 }
-
-
-def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    proc = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +56,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
                                "--port", str(port)], env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("Prefect server did not start:\n" + (home / "server.log").read_text())
-            time.sleep(0.5)
+        if not wait_healthy(env["PREFECT_API_URL"], 120, lambda: server.poll() is not None):
+            pytest.fail("Prefect server did not start:\n" + (home / "server.log").read_text())
         yield env
     finally:
         server.terminate()
@@ -81,21 +70,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 @pytest.fixture(scope="module")
 def deployed(prefect_server: dict[str, str]) -> dict[str, str]:
-    _prefect(prefect_server, "work-pool", "create", POOL, "--type", "process")
-    _prefect(prefect_server, "--no-prompt", "deploy", "--all", timeout=300)
+    prefect_cli(prefect_server, "work-pool", "create", POOL, "--type", "process")
+    prefect_cli(prefect_server, "--no-prompt", "deploy", "--all", timeout=300)
     return prefect_server
 
 
-async def _read_deployments(env: dict[str, str]) -> list:
-    from prefect.client.orchestration import PrefectClient
-
-    async with PrefectClient(env["PREFECT_API_URL"]) as client:
-        return await client.read_deployments()
-
-
 def test_every_deployment_with_its_schedule(deployed: dict[str, str]) -> None:
-    declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
-    deployments = {d.name: d for d in asyncio.run(_read_deployments(deployed))}
+    declared = declared_deployments()
+    deployments = {d.name: d for d in read_deployments(deployed["PREFECT_API_URL"])}
     assert set(deployments) == {d["name"] for d in declared} == set(EXPECTED_SCHEDULES)
     for spec in declared:
         deployment = deployments[spec["name"]]
@@ -119,8 +101,8 @@ def test_every_deployment_with_its_schedule(deployed: dict[str, str]) -> None:
 
 
 def test_redeploy_keeps_one_schedule_each(deployed: dict[str, str]) -> None:
-    _prefect(deployed, "--no-prompt", "deploy", "--all", timeout=300)
-    for deployment in asyncio.run(_read_deployments(deployed)):
+    prefect_cli(deployed, "--no-prompt", "deploy", "--all", timeout=300)
+    for deployment in read_deployments(deployed["PREFECT_API_URL"]):
         assert len(deployment.schedules) == (0 if deployment.name == "backfill" else 1)
 
 
@@ -132,14 +114,12 @@ def test_maintenance_runs_through_a_worker(deployed: dict[str, str], mongo_uri: 
         store.activate("v1")
     env = {**deployed, "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name,
            "RECSYS_DATA_DIR": str(tmp_path / "data")}
-    out = _prefect(env, "deployment", "run", "maintenance/maintenance", "-p", "keep_models=2")
+    out = prefect_cli(env, "deployment", "run", "maintenance/maintenance", "-p", "keep_models=2")
     run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
-    _prefect(env, "worker", "start", "--pool", POOL, "--run-once", "--type", "process",
+    prefect_cli(env, "worker", "start", "--pool", POOL, "--run-once", "--type", "process",
              timeout=300)
 
     async def final_state():
-        from prefect.client.orchestration import PrefectClient
-
         async with PrefectClient(env["PREFECT_API_URL"]) as client:
             run = await client.read_flow_run(run_id)
             return run.state

@@ -1,4 +1,4 @@
-"""Flow plumbing: incoming ledger, backfill days, cache keys, the publish concurrency limit."""
+"""Flow plumbing: incoming ledger, backfill days, cache keys (the publish lock: tests/serving)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from flows.backfill import as_of_days
-from flows.common import PUBLISH_LIMIT, ensure_concurrency_limit, features_cache_key, publish_lock
-from flows.incoming import find_new_batches, read_ledger, record_batch
+from flows.caching import features_cache_key
+from flows.ledger import read_ledger
+from flows.tasks import find_new_batches, record_batch
 
 
 def test_backfill_days_are_end_of_day_utc() -> None:
@@ -40,8 +41,10 @@ def _check_ledger(root: Path, ledger: Path, tmp_path: Path) -> None:
 
 
 def test_features_cache_key_follows_store_content(tmp_path: Path, monkeypatch) -> None:
-    from features.raw_store import ingest_into_store
-    from ingest.reader import normalize_batch, read_batch, write_batch_parquet
+    from ingest.normalize import normalize_batch
+    from ingest.raw_store import commit_batch
+    from ingest.reader import read_batch
+    from ingest.writer import write_batch_parquet
     from recsys.datagen import generate_batch
     from recsys.settings import Settings
 
@@ -53,7 +56,7 @@ def test_features_cache_key_follows_store_content(tmp_path: Path, monkeypatch) -
                                seed=seed)
         raw = write_batch_parquet(normalize_batch(read_batch(batch.directory)),
                                   tmp_path / f"raw{seed}")
-        ingest_into_store(raw, raw_root=settings.store_dir)
+        commit_batch(raw, raw_root=settings.store_dir)
 
     def key(as_of: str | None = None) -> str:
         return features_cache_key(None, {"settings": settings, "as_of": as_of})  # type: ignore[arg-type]
@@ -66,21 +69,3 @@ def test_features_cache_key_follows_store_content(tmp_path: Path, monkeypatch) -
     as_of = key(datetime(2024, 1, 1, tzinfo=UTC).isoformat())
     stored_batch(2)  # a new batch changes the key
     assert len({first, as_of, key()}) == 3
-
-
-@pytest.mark.integration
-def test_publish_limit_is_created_once_and_held(prefect_harness) -> None:
-    from prefect.client.orchestration import get_client
-
-    ensure_concurrency_limit()
-    ensure_concurrency_limit()  # idempotent
-    with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(PUBLISH_LIMIT)
-        assert limit.limit == 1
-        with publish_lock(timeout_seconds=10):
-            held = client.read_global_concurrency_limit_by_name(PUBLISH_LIMIT)
-            assert held.active_slots == 1
-            with pytest.raises(TimeoutError):  # a second publish waits, then gives up
-                with publish_lock(timeout_seconds=2):
-                    pass
-        assert client.read_global_concurrency_limit_by_name(PUBLISH_LIMIT).active_slots == 0

@@ -1,16 +1,27 @@
-"""Lint of the ops files that cannot run here (no Docker daemon, no cluster): structure and links."""
+"""Lint of the ops files that cannot run here (no Docker daemon, no cluster): structure and links.
+
+Also the dependency lock: every range of pyproject.toml is pinned within it, and every install
+(make, CI, the image) goes through it.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
+LOCK = REPO / "requirements" / "lock.txt"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def _docs(path: Path) -> list[dict]:
@@ -137,3 +148,54 @@ def test_grafana_dashboard_queries_only_exported_metrics() -> None:
             for name in re.findall(r"\b(recsys_\w+)", target["expr"])}
     assert used and used <= defined, f"not exported: {sorted(used - defined)}"
     assert any(name.startswith("recsys_pipeline_") for name in used)
+
+
+def _locked() -> dict[str, Version]:
+    """Package -> pinned version of requirements/lock.txt (`name==version[ ; marker]` lines)."""
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    return pins
+
+
+def test_lock_pins_every_declared_dependency_within_its_range() -> None:
+    project = PYPROJECT["project"]
+    extras = project["optional-dependencies"]
+    declared = [Requirement(line) for line in
+                project["dependencies"] + extras["test"] + extras["dev"]]
+    pins = _locked()
+    for requirement in declared:
+        name = canonicalize_name(requirement.name)
+        if name == canonicalize_name(project["name"]):  # dev = the test extra + tools
+            assert requirement.extras == {"test"}
+            continue
+        assert name in pins, f"{name} is not in the lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside {requirement.specifier}: run `make lock`")
+    assert "torch" not in pins  # the gpu extra is installed on its own
+    # Prefect 3.8.8's scheduler creates no runs with SQLAlchemy 2.1 (tests/flows/test_schedules.py)
+    assert Version("2.0") <= pins["sqlalchemy"] < Version("2.1")
+
+
+def test_every_install_goes_through_the_lock() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert "LOCK := requirements/lock.txt" in makefile
+    stamp_rule = re.search(r"^\$\(STAMP\):(.*)\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert stamp_rule and "$(LOCK)" in stamp_rule.group(1).split()
+    installs = [line for line in stamp_rule.group(2).splitlines() if "pip install" in line]
+    assert "-r $(LOCK)" in installs[-2] and "--no-deps -e ." in installs[-1]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert "COPY requirements/lock.txt requirements/lock.txt" in dockerfile
+    assert "pip install -c requirements/lock.txt -e ." in dockerfile
+
+
+def test_the_wheel_ships_the_product_packages_only() -> None:
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    top_level = {path.parent.name for path in REPO.glob("*/__init__.py")}
+    shipped = {name for name in top_level if any(fnmatch.fnmatch(name, p) for p in include)}
+    assert shipped == {"recsys", "ingest", "features", "training", "serving", "flows"}

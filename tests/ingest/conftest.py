@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from ingest.raw_store import StoredBatch, store_files
 from recsys.settings import Settings
 
 USERS_CSV = "user_id,age,gender,occupation,zip\n007,24,M,technician,85711\n008,53,F,other,94043\n009,23,M,writer,32067\n"
@@ -54,3 +57,21 @@ def batch_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def expectations_dir() -> Path:
     return Settings().expectations_dir
+
+
+BOOKKEEPING = ("_batch_id", "_effective_ts", "_seq")
+
+
+def stored_table(settings: Settings, stored: StoredBatch, dataset: str) -> pa.Table:
+    """One dataset of a batch as the raw store holds it, without the store's bookkeeping
+    columns (interactions: every date partition, in date order)."""
+    tables = [pq.read_table(path) for path in store_files(settings.store_dir, dataset,
+                                                          batches=[stored])]
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    return table.drop_columns([c for c in BOOKKEEPING if c in table.column_names])
+
+
+def store_contents(settings: Settings) -> list[str]:
+    """Every path under the raw store (relative), to check what a run left there."""
+    root = settings.store_dir
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
+from ingest.raw_store import list_batches
 from recsys.datagen import generate_batch
 
 pytestmark = pytest.mark.integration
@@ -104,6 +105,8 @@ def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[st
     assert expected["rule"] in (quarantine / "report.md").read_text()
 
     data_dir = Path(published["env"]["RECSYS_DATA_DIR"])
-    assert not (data_dir / "raw" / run_id).exists()
+    assert not (data_dir / "raw").exists()  # no copy of a batch outside the store
+    assert len(list_batches(data_dir / "store")) == 1  # the published batch only
+    assert not (data_dir / "store" / "_incoming").exists()
     assert (data_dir / "validation" / run_id / "report.json").is_file()
     assert _serving(published["env"]) == (published["version"], published["recs"])

@@ -1,4 +1,4 @@
-"""Chunked validation (`RECSYS_VALIDATE_CHUNK_ROWS`): the same verdict, report and written files
+"""Chunked validation (`RECSYS_VALIDATE_CHUNK_ROWS`): the same verdict, report and stored batch
 as the whole-frame path, on batches read 7 rows at a time."""
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import ingest.stage
 from ingest.reader import read_batch
+from ingest.report import ValidationReport
 from ingest.stage import ingest_batch
-from ingest.validate import ValidationReport, validate_batch
+from ingest.validate import validate_batch
 from recsys.errors import InputFileError, ValidationFailed
 from recsys.settings import DatasetContract, Settings
 
-from .conftest import write_batch
+from .conftest import store_contents, stored_table, write_batch
 
 CHUNK_ROWS = 7
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
@@ -72,19 +74,38 @@ def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunked: bool,
 def _ingest_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[str], fmt: str,
                  *, header: str = HEADER, **kwargs: Any
                  ) -> dict[str, tuple[Any, ValidationReport, Settings, Path]]:
-    """Ingest two copies of one batch, whole and in chunks: (files or error, report, ...)."""
+    """Ingest two copies of one batch, whole and in chunks: (stored tables or error, report,
+    settings, batch folder). Each copy's normalized files are checked as they are committed."""
     outcomes = {}
     for mode in ("whole", "chunked"):
         root = _write(tmp_path / f"batch-{mode}", rows, fmt, header)
         settings = _settings(tmp_path, monkeypatch, mode == "chunked", **kwargs)
         seen: list[ValidationReport] = []
         try:
-            files: Any = ingest_batch(root, run_id="run", settings=settings, now=NOW,
-                                      on_report=seen.append)[0]
+            stored = ingest_batch(root, run_id="run", settings=settings, now=NOW,
+                                  on_report=seen.append).stored
+            files: Any = {name: stored_table(settings, stored, name)
+                          for name in ("users", "items", "interactions")}
         except (ValidationFailed, InputFileError) as error:
             files = error
         outcomes[mode] = (files, seen[0], settings, root)
     return outcomes
+
+
+@pytest.fixture
+def committed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, pa.Table]]:
+    """The normalized files each `ingest_batch` hands to the raw store, read as they are
+    committed (the staging folder they sit in is gone afterwards)."""
+    seen: list[dict[str, pa.Table]] = []
+    commit = ingest.stage.commit_batch
+
+    def recording_commit(files: dict[str, Path], *, raw_root: Path) -> Any:
+        seen.append({name: pq.read_table(path) for name, path in files.items()})
+        seen[-1]["row_groups"] = pq.ParquetFile(files["interactions"]).num_row_groups
+        return commit(files, raw_root=raw_root)
+
+    monkeypatch.setattr(ingest.stage, "commit_batch", recording_commit)
+    return seen
 
 
 def _comparable(report: ValidationReport, settings: Settings, root: Path) -> dict[str, Any]:
@@ -127,19 +148,22 @@ def test_broken_batch_fails_with_the_same_failures(tmp_path: Path, fmt: str,
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_valid_batch_writes_the_same_parquet(tmp_path: Path, fmt: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             committed: list[dict[str, Any]]) -> None:
     outcomes = _ingest_both(tmp_path, monkeypatch, _valid_rows(), fmt)
 
     _same_reports(outcomes)
-    whole, chunked = outcomes["whole"][0], outcomes["chunked"][0]
-    assert list(chunked) == ["users", "items", "interactions"]
-    for dataset in whole:
-        expected, got = pq.read_table(whole[dataset]), pq.read_table(chunked[dataset])
+    (whole_files, chunked_files) = committed
+    for dataset in ("users", "items", "interactions"):
+        expected, got = whole_files[dataset], chunked_files[dataset]
         assert got.schema.equals(expected.schema), dataset
         assert got.equals(expected), dataset
-    assert pq.ParquetFile(chunked["interactions"]).num_row_groups > 1  # appended per chunk
-    staging = outcomes["chunked"][2].raw_dir / ".run.partial"
-    assert not staging.exists()
+    assert chunked_files["row_groups"] > 1  # appended per chunk
+    whole, chunked = outcomes["whole"][0], outcomes["chunked"][0]
+    for dataset in whole:  # and so the store holds the same rows
+        assert chunked[dataset].equals(whole[dataset]), dataset
+    assert chunked["interactions"].num_rows == 30
+    assert not any(p.startswith("_") for p in store_contents(outcomes["chunked"][2]))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -156,8 +180,8 @@ def test_drop_policy_writes_the_same_kept_and_dropped_rows(tmp_path: Path, fmt: 
     (whole, whole_report, *_), (chunked, report, *_) = outcomes["whole"], outcomes["chunked"]
     assert report.success
     assert report.dropped["interactions"]["rows"] == 10
-    kept = pq.read_table(chunked["interactions"])
-    assert kept.equals(pq.read_table(whole["interactions"]))
+    kept = chunked["interactions"]
+    assert kept.equals(whole["interactions"])
     assert kept.num_rows == 20
     # Regression: two expectations share the rule id_not_null (user_id, item_id); the whole
     # path used to drop only the last one's rows and keep a null user_id.
@@ -174,7 +198,9 @@ def test_drop_policy_writes_the_same_kept_and_dropped_rows(tmp_path: Path, fmt: 
 
 
 def test_extra_columns_get_one_type_over_the_whole_file(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        committed: list[dict[str, Any]]
+                                                        ) -> None:
     # "score" is int in the first chunk, float (a fraction, an empty cell) in later ones.
     rows = [f"{row},{i},web" for i, row in enumerate(_valid_rows())]
     rows[12] = rows[12].replace(",12,web", ",12.5,web")
@@ -183,13 +209,15 @@ def test_extra_columns_get_one_type_over_the_whole_file(tmp_path: Path,
                             contracts={"interactions": DatasetContract(extra_columns="allow")})
     whole, chunked = outcomes["whole"][0], outcomes["chunked"][0]
 
-    expected = pq.read_table(whole["interactions"])
-    got = pq.read_table(chunked["interactions"])
+    expected, got = (files["interactions"] for files in committed)
     assert expected.schema.field("score").type == pa.float64()
     assert got.schema.equals(expected.schema) and got.equals(expected)
+    stored = chunked["interactions"]
+    assert stored.schema.field("score").type == pa.float64()
+    assert stored.equals(whole["interactions"])
 
 
-def test_failing_chunked_batch_writes_nothing_under_raw_and_is_quarantined(
+def test_failing_chunked_batch_writes_nothing_into_the_store_and_is_quarantined(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _write(tmp_path / "batch", _broken_rows(), "parquet")
     settings = _settings(tmp_path, monkeypatch, chunked=True)
@@ -202,7 +230,7 @@ def test_failing_chunked_batch_writes_nothing_under_raw_and_is_quarantined(
     assert json.loads((settings.quarantine_dir / "bad" / "report.json").read_text())[
         "success"] is False
     assert not root.exists()
-    assert not settings.raw_dir.exists() or not any(settings.raw_dir.rglob("*"))
+    assert store_contents(settings) == []  # chunks written while validating are gone too
 
 
 def test_file_broken_past_the_first_chunk_is_quarantined(tmp_path: Path,
@@ -221,7 +249,7 @@ def test_file_broken_past_the_first_chunk_is_quarantined(tmp_path: Path,
     _same_reports(outcomes)
     settings = outcomes["chunked"][2]
     assert (settings.quarantine_dir / "run" / "interactions.csv").is_file()
-    assert not settings.raw_dir.exists() or not any(settings.raw_dir.rglob("*"))
+    assert store_contents(settings) == []
 
 
 def test_duplicates_count_the_same_when_chunks_type_a_column_differently(
@@ -283,4 +311,4 @@ def test_suites_needing_the_whole_table_are_refused(tmp_path: Path,
 
     with pytest.raises(ValueError, match="expect_column_values_to_be_unique"):
         validate_batch(read_batch(root, chunk_rows=CHUNK_ROWS), expectations_dir=suites,
-                       now=NOW)
+                       settings=Settings(data_dir=tmp_path / "data"), now=NOW)

@@ -11,12 +11,14 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.reader import TIMESTAMP_MAX, TIMESTAMP_MIN, read_batch
+from ingest.normalize import TIMESTAMP_MAX, TIMESTAMP_MIN
+from ingest.raw_store import StoredBatch
+from ingest.reader import read_batch
 from ingest.stage import ingest_batch
 from recsys.errors import InputFileError, ValidationFailed
 from recsys.settings import Settings
 
-from .conftest import write_batch
+from .conftest import store_contents, stored_table, write_batch
 
 FILES = ("users.csv", "items.csv", "interactions.csv")
 NASTY = st.sampled_from(["", " ", "NA", "null", "-1", "1e400", "nan", "007", "\x00", "é",
@@ -74,11 +76,10 @@ def _apply(path: Path, kind: str, arg: object) -> None:
         path.write_text("\n".join(f"{line},x" for line in lines) + "\n", encoding="utf-8")
 
 
-def _assert_correct(raw_files: dict[str, Path], settings_: Settings) -> None:
+def _assert_correct(stored: StoredBatch, settings_: Settings) -> None:
     """What passed must really satisfy the contract."""
-    users = pd.read_parquet(raw_files["users"])
-    items = pd.read_parquet(raw_files["items"])
-    inter = pd.read_parquet(raw_files["interactions"])
+    users, items, inter = (stored_table(settings_, stored, name).to_pandas()
+                           for name in ("users", "items", "interactions"))
     for frame, key in ((users, "user_id"), (items, "item_id")):
         assert len(frame) >= 1
         assert frame[key].notna().all() and frame[key].is_unique
@@ -109,18 +110,20 @@ def test_random_corruption_passes_correctly_or_is_rejected_cleanly(
         originals = {p.name: p.read_bytes() for p in batch.iterdir()}
         settings_ = Settings(data_dir=root / "data", validation_data_docs=False)
         try:
-            raw_files, report = ingest_batch(batch, run_id="prop", settings=settings_)
+            result = ingest_batch(batch, run_id="prop", settings=settings_)
         except InputFileError as error:
             assert error.rule and str(error.path.name).split(".")[0] in {
                 "users", "items", "interactions"}
             _assert_quarantined(root, originals)
+            assert store_contents(settings_) == []
         except ValidationFailed as error:
             assert error.failures
             assert all(f.get("rule") and f.get("file") for f in error.failures)
             _assert_quarantined(root, originals)
+            assert store_contents(settings_) == []
         else:
-            assert report.success
-            _assert_correct(raw_files, settings_)
+            assert result.report.success
+            _assert_correct(result.stored, settings_)
             assert read_batch(batch)  # a passing batch stays where it was
         finally:
             shutil.rmtree(root / "data", ignore_errors=True)

@@ -6,7 +6,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.reader import normalize_batch, parse_timestamps, read_batch, write_batch_parquet
+from ingest.normalize import normalize_batch, parse_timestamps
+from ingest.reader import read_batch
+from ingest.writer import write_batch_parquet
 
 from .conftest import write_batch
 

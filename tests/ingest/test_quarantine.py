@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 import ingest.quarantine as quarantine_module
-from ingest.quarantine import QuarantineError, quarantine_batch
+from ingest.quarantine import quarantine_batch
 from ingest.reader import read_batch
-from ingest.validate import ValidationReport, validate_batch
-from recsys.errors import InputFileError
+from ingest.report import ValidationReport
+from ingest.validate import validate_batch
+from recsys.errors import InputFileError, QuarantineError, RecsysError
+from recsys.settings import Settings
 
 from .conftest import write_batch
 
@@ -26,7 +28,8 @@ def test_quarantine_moves_originals_and_writes_reports(tmp_path: Path,
     root = write_batch(tmp_path / "b", users="user_id\n007\n007\n008\n009\n")
     before = _snapshot(root)
     batch = read_batch(root)
-    report = validate_batch(batch, expectations_dir=expectations_dir)
+    report = validate_batch(batch, expectations_dir=expectations_dir,
+                            settings=Settings(data_dir=tmp_path / "data"))
 
     qdir = quarantine_batch(batch, quarantine_root=tmp_path / "q", run_id="run-1",
                             report=report)
@@ -68,18 +71,21 @@ def test_quarantine_unreadable_batch_keeps_subfolders(tmp_path: Path) -> None:
 def test_quarantined_folder_is_a_valid_input_again(tmp_path: Path,
                                                    expectations_dir: Path) -> None:
     root = write_batch(tmp_path / "b", users="user_id\n007\n007\n008\n009\n")
-    report = validate_batch(read_batch(root), expectations_dir=expectations_dir)
+    report = validate_batch(read_batch(root), expectations_dir=expectations_dir,
+                            settings=Settings(data_dir=tmp_path / "data"))
     qdir = quarantine_batch(root, quarantine_root=tmp_path / "q", run_id="run-3", report=report)
 
     (qdir / "users.csv").write_text("user_id\n007\n008\n009\n")  # the fix
-    fixed = validate_batch(read_batch(qdir), expectations_dir=expectations_dir)
+    fixed = validate_batch(read_batch(qdir), expectations_dir=expectations_dir,
+                           settings=Settings(data_dir=tmp_path / "data"))
     assert fixed.success, fixed.failures  # report.json / report.md are ignored by the reader
 
     # Rejected again: the old reports travel along under another name, nothing is lost.
     (qdir / "users.csv").write_text("user_id\n007\n007\n")
     again = quarantine_batch(qdir, quarantine_root=tmp_path / "q", run_id="run-4",
                              report=validate_batch(read_batch(qdir),
-                                                   expectations_dir=expectations_dir))
+                                                   expectations_dir=expectations_dir,
+                                                   settings=Settings(data_dir=tmp_path / "data")))
     assert not qdir.exists()
     assert {"original_report.json", "original_report.md", "report.json", "report.md",
             "users.csv", "items.csv", "interactions.csv"} <= {p.name for p in again.iterdir()}
@@ -95,9 +101,10 @@ def test_a_bad_copy_leaves_the_originals(tmp_path: Path, monkeypatch: pytest.Mon
         Path(dst).write_bytes(Path(dst).read_bytes() + b"!")
 
     monkeypatch.setattr(quarantine_module.shutil, "copy2", corrupting_copy)
-    with pytest.raises(QuarantineError):
+    with pytest.raises(QuarantineError) as info:
         quarantine_batch(root, quarantine_root=tmp_path / "q", run_id="run-5",
                          report=ValidationReport(success=False))
+    assert isinstance(info.value, RecsysError) and info.value.status_code == 500
 
     assert _snapshot(root) == before
     assert not (tmp_path / "q" / "run-5").exists()

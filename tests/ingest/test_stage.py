@@ -1,19 +1,22 @@
-"""`ingest_batch`: policies, reports, Data Docs, known ids from earlier batches."""
+"""`ingest_batch`: policies, reports, Data Docs, known ids from earlier batches, and the one
+copy of a valid batch in the raw store."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from ingest.raw_store import list_batches
+from ingest.report import ValidationReport
 from ingest.stage import ingest_batch
-from ingest.validate import ValidationReport
 from recsys.errors import ValidationFailed
 from recsys.settings import DatasetContract, Settings
 
-from .conftest import INTERACTIONS_CSV, write_batch
+from .conftest import INTERACTIONS_CSV, store_contents, stored_table, write_batch
 
 BAD_ROWS = "042,1,881250949,4\n007,3,next tuesday,4\n"  # unknown user; unparseable time
 
@@ -22,17 +25,18 @@ def _settings(tmp_path: Path, **kwargs: object) -> Settings:
     return Settings(data_dir=tmp_path / "data", validation_data_docs=False, **kwargs)
 
 
-def test_valid_batch_writes_raw_and_reports_with_data_docs(tmp_path: Path) -> None:
+def test_valid_batch_is_stored_and_reported_with_data_docs(tmp_path: Path) -> None:
     root = write_batch(tmp_path / "b")
     settings = Settings(data_dir=tmp_path / "data")
     seen: list[ValidationReport] = []
 
-    raw_files, report = ingest_batch(root, run_id="r1", settings=settings,
-                                     on_report=seen.append)
+    result = ingest_batch(root, run_id="r1", settings=settings, on_report=seen.append)
+    report = result.report
 
     assert report.success and seen == [report]
-    assert set(raw_files) == {"users", "items", "interactions"}
-    assert all(p.is_file() for p in raw_files.values())
+    assert result.stored.rows == {"users": 3, "items": 3, "interactions": 4}
+    assert list_batches(settings.store_dir) == [
+        replace(result.stored, skipped=False)]
     run_dir = settings.validation_dir / "r1"
     assert json.loads((run_dir / "report.json").read_text())["success"] is True
     assert report.data_docs == str(run_dir / "data-docs" / "index.html")
@@ -58,7 +62,7 @@ def test_fail_policy_rejects_and_reports_before_raising(tmp_path: Path) -> None:
     assert {f["rule"] for f in info.value.failures} == {"user_id_known", "timestamp_parseable"}
     assert seen and not seen[0].success
     assert not root.exists() and (settings.quarantine_dir / "r2" / "report.json").is_file()
-    assert not (settings.raw_dir / "r2").exists()
+    assert store_contents(settings) == []  # nothing in the store, no staging folder left
 
 
 def test_drop_policy_removes_invalid_rows_and_keeps_them_aside(tmp_path: Path) -> None:
@@ -66,7 +70,8 @@ def test_drop_policy_removes_invalid_rows_and_keeps_them_aside(tmp_path: Path) -
     settings = _settings(tmp_path, contracts={
         "interactions": DatasetContract(policy="drop", max_invalid_fraction=0.5)})
 
-    raw_files, report = ingest_batch(root, run_id="r3", settings=settings)
+    result = ingest_batch(root, run_id="r3", settings=settings)
+    report = result.report
 
     assert report.success and report.failures == []
     dropped = report.dropped["interactions"]
@@ -76,7 +81,7 @@ def test_drop_policy_removes_invalid_rows_and_keeps_them_aside(tmp_path: Path) -
     assert sorted(aside["user_id"]) == ["007", "042"]
     assert dict(zip(aside["user_id"], aside["_failed_rules"], strict=True)) == {
         "042": "user_id_known", "007": "timestamp_parseable"}
-    kept = pd.read_parquet(raw_files["interactions"])
+    kept = stored_table(settings, result.stored, "interactions").to_pandas()
     assert len(kept) == 4 and "042" not in set(kept["user_id"])
     assert "Dropped rows" in report.to_markdown()
 
@@ -139,14 +144,64 @@ def test_contracts_from_json_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_ids_known_from_earlier_batches(tmp_path: Path) -> None:
-    from features.raw_store import ingest_into_store
-
     settings = _settings(tmp_path)
     first = write_batch(tmp_path / "b1", users="user_id\n007\n008\n009\n042\n")
-    raw_files, _ = ingest_batch(first, run_id="r9", settings=settings)
-    ingest_into_store(raw_files, raw_root=settings.store_dir)
+    ingest_batch(first, run_id="r9", settings=settings)
 
     second = write_batch(tmp_path / "b2", users="user_id\n007\n008\n009\n",
                          interactions=INTERACTIONS_CSV + "042,1,881250949,4\n")
-    _, report = ingest_batch(second, run_id="r10", settings=settings)
+    report = ingest_batch(second, run_id="r10", settings=settings).report
     assert report.success, report.failures
+
+
+def test_a_valid_batch_is_written_once_into_the_store(tmp_path: Path) -> None:
+    """Regression (issue 12): the validated batch used to be kept twice, as normalized parquet
+    under raw/<run id>/ (never pruned) and again in the store."""
+    settings = _settings(tmp_path)
+    result = ingest_batch(write_batch(tmp_path / "b"), run_id="once", settings=settings)
+
+    assert not (settings.data_dir / "raw").exists()
+    stored = result.stored
+    assert not stored.skipped and [b.batch_id for b in list_batches(settings.store_dir)] == [
+        stored.batch_id]
+    files = [f for name in ("users", "items", "interactions") for f in stored.files[name]]
+    # The batch's partitions and marker, the store's lock, and nothing else: no staging folder.
+    assert store_contents(settings) == sorted(
+        {".lock", "batches", f"batches/{stored.batch_id}.json", "users", "items",
+         "interactions", *files, *(str(Path(f).parent) for f in files)})
+    inter = stored_table(settings, stored, "interactions")
+    assert inter.num_rows == 4 and sorted(inter.column("user_id").to_pylist()) == [
+        "007", "007", "008", "009"]
+
+    again = ingest_batch(write_batch(tmp_path / "b2"), run_id="twice", settings=settings)
+    assert again.stored.skipped and again.stored.batch_id == stored.batch_id
+    assert len(list_batches(settings.store_dir)) == 1
+    assert stored_table(settings, stored, "interactions").num_rows == 4
+
+
+def test_a_failed_batch_writes_nothing_into_the_store(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    ingest_batch(write_batch(tmp_path / "ok"), run_id="ok", settings=settings)
+    before = store_contents(settings)
+    bad = write_batch(tmp_path / "bad", interactions=INTERACTIONS_CSV + BAD_ROWS)
+
+    with pytest.raises(ValidationFailed):
+        ingest_batch(bad, run_id="bad", settings=settings)
+
+    assert store_contents(settings) == before
+    assert len(list_batches(settings.store_dir)) == 1
+
+
+def test_a_store_error_leaves_no_staging_folder(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.stage as stage
+
+    def broken_commit(files: dict[str, Path], *, raw_root: Path) -> None:
+        assert all(Path(f).parent.parent == raw_root / "_incoming" for f in files.values())
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stage, "commit_batch", broken_commit)
+    settings = _settings(tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        ingest_batch(write_batch(tmp_path / "b"), run_id="r", settings=settings)
+    assert store_contents(settings) == []

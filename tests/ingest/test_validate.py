@@ -7,12 +7,15 @@ from pathlib import Path
 import pandas as pd
 
 from ingest.reader import read_batch
-from ingest.validate import ValidationReport, validate_batch
+from ingest.report import ValidationReport
+from ingest.validate import validate_batch
+from recsys.settings import Settings
 
 from .conftest import INTERACTIONS_CSV, write_batch
 
 
 def _validate(root: Path, expectations_dir: Path, **kwargs: object) -> ValidationReport:
+    kwargs.setdefault("settings", Settings(data_dir=root.parent / "data"))
     return validate_batch(read_batch(root), expectations_dir=expectations_dir, **kwargs)
 
 
@@ -114,7 +117,8 @@ def test_header_only_table_is_empty(tmp_path: Path, expectations_dir: Path) -> N
 def test_missing_column_in_a_hand_built_batch(batch_dir: Path, expectations_dir: Path) -> None:
     batch = read_batch(batch_dir)
     batch = replace(batch, items=batch.items.drop(columns=["title"]))
-    report = validate_batch(batch, expectations_dir=expectations_dir)
+    report = validate_batch(batch, expectations_dir=expectations_dir,
+                            settings=Settings(data_dir=batch_dir.parent / "data"))
     assert not report.success
     missing = [f for f in report.failures if f["rule"] == "required_column"]
     assert missing and missing[0]["column"] == "title" and missing[0]["dataset"] == "items"
@@ -131,8 +135,6 @@ def test_report_markdown_names_file_column_and_rule(tmp_path: Path,
 
 def test_future_timestamp_uses_the_clock_and_tolerance(tmp_path: Path,
                                                        expectations_dir: Path) -> None:
-    from recsys.settings import Settings
-
     root = write_batch(tmp_path / "b", interactions=INTERACTIONS_CSV + "007,3,2030-01-01,4\n")
     settings = Settings(data_dir=tmp_path / "data", future_timestamp_tolerance_s=60)
     before = validate_batch(read_batch(root), expectations_dir=expectations_dir,

@@ -23,8 +23,9 @@ KEY, ADMIN = "user-key-1", "admin-key-1"
 
 
 @pytest.fixture
-def settings(mongo_uri: str, db_name: str) -> Settings:
-    return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=TOP_N, similar_n=SIMILAR_N,
+def settings(mongo_uri: str, db_name: str, tmp_path) -> Settings:
+    return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, data_dir=tmp_path,
+                    top_n=TOP_N, similar_n=SIMILAR_N,
                     active_poll_seconds=0.05, mongodb_timeout_ms=3000,
                     api_rate_limit_per_second=0, api_log_json=False)
 

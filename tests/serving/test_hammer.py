@@ -19,6 +19,7 @@ from asgi_lifespan import LifespanManager
 from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.payload import PublishPayload
+from serving.publish import publish_model, rollback_model
 from serving.store import MongoServingStore
 from tests.serving.payloads import make_payload
 
@@ -80,10 +81,11 @@ async def test_hammer_during_publish_switch_and_rollback(
     async def operator() -> None:
         await anyio.sleep(0.5)
         await anyio.to_thread.run_sync(lambda: store.publish(payloads["v2"], batch_size=500))
-        await anyio.to_thread.run_sync(store.activate, "v2")
+        await anyio.to_thread.run_sync(publish_model, settings, "v2")
         switches.append((time.monotonic(), "v2"))
         await anyio.sleep(2.0)
-        assert await anyio.to_thread.run_sync(store.rollback) == "v1"
+        rolled = await anyio.to_thread.run_sync(rollback_model, settings)
+        assert (rolled.version, rolled.previous_version) == ("v1", "v2")
         switches.append((time.monotonic(), "v1"))
         await anyio.sleep(2.0)
         stop.set()

@@ -20,8 +20,9 @@ from pymongo.errors import OperationFailure
 
 from recsys.mongo_server import EmbeddedMongo, free_port, ping, server_executable
 from recsys.settings import Settings
+from recsys.versions import STATUS_BUILDING
 from serving.api.main import create_app
-from serving.store import STATUS_BUILDING, MongoServingStore
+from serving.store import MongoServingStore
 from tests.serving.payloads import SIMILAR_N, TOP_N, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 from pymongo.database import Database
 
-from recsys.errors import PublishError
-from serving.store import (
-    STATUS_BUILDING,
-    STATUS_READY,
-    VERSIONS,
-    MongoServingStore,
-    decode_vector,
+from recsys.errors import InvalidId, PublishError
+from recsys.mongo import MODEL_VERSIONS as VERSIONS
+from recsys.mongo import (
     item_embeddings_collection,
     popular_collection,
     recs_collection,
     similar_collection,
     user_embeddings_collection,
-    version_collections,
 )
+from recsys.mongo import serving_collections as version_collections
+from recsys.versions import STATUS_BUILDING, STATUS_READY
+from serving.documents import decode_vector
+from serving.store import MongoServingStore, referenced_snapshots
 from tests.serving.payloads import (
     FACTORS,
     GENERATED_AT,
@@ -92,8 +91,9 @@ def test_activate_switch_and_rollback(store: MongoServingStore) -> None:
     assert state["version"] == "v2" and state["previous"] == "v1"
     assert state["switched_at"].tzinfo is not None
     assert store.activate("v2") == "v2"  # no-op
-    assert store.rollback() == "v1"
-    assert store.active_version() == "v1"
+    assert store.previous_version() == "v1"
+    assert store.activate(store.previous_version()) == "v2"  # what a rollback switches
+    assert store.active_version() == "v1" and store.previous_version() == "v2"
     versions = {d["_id"]: d for d in store.list_versions()}
     assert versions["v1"]["active"] and not versions["v2"]["active"]
 
@@ -168,10 +168,11 @@ def test_cleanup_incomplete(store: MongoServingStore, db: Database) -> None:
     assert store.cleanup_incomplete() == []
 
 
-@pytest.mark.parametrize("version", ["", "a b", "v$1", "../x", "x" * 101])
-def test_bad_version_name(store: MongoServingStore, version: str) -> None:
-    with pytest.raises(PublishError, match="invalid model version"):
+@pytest.mark.parametrize("version", ["", "a b", "v$1", "../x", ".x", "x" * 101])
+def test_bad_version_name(store: MongoServingStore, db: Database, version: str) -> None:
+    with pytest.raises(InvalidId, match="invalid model version"):
         store.publish(make_payload(version))
+    assert db[VERSIONS].count_documents({}) == 0
 
 
 def test_bad_payload_is_refused_before_writing(store: MongoServingStore, db: Database) -> None:
@@ -320,3 +321,27 @@ def test_verification_failure_blocks_the_switch(
     assert store.get_version("v2")["status"] == STATUS_BUILDING
     assert store.active_version() == "v1"
 
+
+
+def test_prune_protects_and_referenced_snapshots(store: MongoServingStore, db: Database) -> None:
+    for v, snapshot in (("v1", "s1"), ("v2", "s2"), ("v3", None), ("v4", "s4")):
+        payload = make_payload(v)
+        if snapshot:
+            payload.metadata["feature_snapshot"] = snapshot
+        store.publish(payload)
+    store.activate("v4")
+    assert referenced_snapshots(db) == {"s1", "s2", "s4"}
+    assert store.prune(keep=1, protect={"v1"}) == ["v3", "v2"]  # newest first, v1 protected
+    assert {d["_id"] for d in store.list_versions()} == {"v4", "v1"}
+    assert referenced_snapshots(db) == {"s1", "s4"}
+
+
+def test_verify_active_names_what_is_wrong(store: MongoServingStore, db: Database) -> None:
+    with pytest.raises(PublishError, match="no active model version"):
+        store.verify_active()
+    store.publish(make_payload("v1"))
+    store.activate("v1")
+    assert store.verify_active() == {"version": "v1", "users": N_USERS}
+    db.drop_collection(similar_collection("v1"))
+    with pytest.raises(PublishError, match=r"lacks collections \['similar_v1'\]"):
+        store.verify_active()

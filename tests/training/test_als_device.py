@@ -4,7 +4,7 @@ fall-back. The GPU branch runs here against a stand-in for implicit's GPU class 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import implicit.gpu.als
 import numpy as np
@@ -15,11 +15,16 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys.errors import ModelError
 from recsys.settings import Settings
-from tests.training.test_search import bigger_checkerboard
-from tests.training.test_stage_gate import write_snapshot
+from tests.training.helpers import bigger_checkerboard, write_snapshot
 from training.data import InteractionMatrix
 from training.evaluate import train_and_evaluate
-from training.model import AlsParams, apply_weighting, fit_als, recommend_top_n, resolve_als_device
+from training.model import (
+    AlsParams,
+    apply_weighting,
+    fit_als,
+    recommend_top_n,
+    resolve_als_device,
+)
 from training.search import SearchSpace, search_and_evaluate
 from training.stage import train_run_model
 
@@ -28,7 +33,7 @@ class FakeGpuAls:
     """Stands in for `implicit.gpu.als.AlternatingLeastSquares`: records how it was built and what
     it was fitted on, and fits a real CPU model with the same arguments for `to_cpu`."""
 
-    built: list[FakeGpuAls] = []
+    built: ClassVar[list[FakeGpuAls]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs

@@ -82,7 +82,7 @@ def test_recommend_pads_when_few_items_are_left(checkerboard, small_params) -> N
     # asking for more than the catalogue
     items, scores = recommend_top_n(model, matrix, 25)
     assert items.shape == (20, 25)
-    assert np.all((items[2:, :14] >= 0)) and np.all(items[:, 20:] == -1)
+    assert np.all(items[2:, :14] >= 0) and np.all(items[:, 20:] == -1)
 
 
 def test_similar_items_pads_when_catalogue_is_small(checkerboard, small_params) -> None:

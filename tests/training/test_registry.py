@@ -1,18 +1,33 @@
-"""save_model / load_model round trip."""
+"""The model registry: save/load round trip, atomic writes, verify, list, prune, references."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recsys.errors import ModelError
+from recsys.errors import InvalidId, ModelError
+from training import registry
 from training.data import InteractionMatrix
 from training.evaluate import TrainResult
 from training.model import fit_als, recommend_top_n
-from training.registry import load_model, save_model
+from training.registry import (
+    SCORES_FILE,
+    list_models,
+    load_model,
+    load_scores,
+    model_info,
+    prune_models,
+    referenced_snapshots,
+    save_model,
+    save_scores,
+    verify_model,
+)
 
 
 @pytest.fixture
@@ -53,7 +68,7 @@ def test_refuses_overwrite_bad_version_and_reserved_keys(tmp_path: Path, trained
     save_model(result, data, models_root=tmp_path, version="v1", metadata={})
     with pytest.raises(ModelError, match="exists"):
         save_model(result, data, models_root=tmp_path, version="v1", metadata={})
-    with pytest.raises(ModelError, match="invalid"):
+    with pytest.raises(InvalidId, match="invalid model version id '../x'"):
         save_model(result, data, models_root=tmp_path, version="../x", metadata={})
     with pytest.raises(ModelError, match="reserved"):
         save_model(result, data, models_root=tmp_path, version="v2", metadata={"params": 1})
@@ -62,3 +77,167 @@ def test_refuses_overwrite_bad_version_and_reserved_keys(tmp_path: Path, trained
 def test_load_incomplete_dir(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="lacks"):
         load_model(tmp_path)
+
+
+def _scores(n_users: int = 20, n_items: int = 20) -> dict[str, np.ndarray]:
+    return {"rec_items": np.zeros((n_users, 3), np.int32),
+            "rec_scores": np.zeros((n_users, 3), np.float32),
+            "similar_items": np.zeros((n_items, 2), np.int32),
+            "similar_scores": np.zeros((n_items, 2), np.float32),
+            "popular_items": np.arange(4, dtype=np.int32),
+            "popular_scores": np.ones(4, np.float32)}
+
+
+def _disk_full_after(n_bytes: int):
+    """An np.savez that writes `n_bytes` of its output, then fails like a full disk."""
+    real_savez = np.savez
+
+    def savez(file, *args, **kwargs):
+        import io
+
+        buffer = io.BytesIO()
+        real_savez(buffer, *args, **kwargs)
+        data = buffer.getvalue()[:n_bytes]
+        if hasattr(file, "write"):
+            file.write(data)
+        else:
+            Path(file).write_bytes(data)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return savez
+
+
+def test_checksums_recorded_and_verified(tmp_path: Path, trained) -> None:
+    result, data = trained
+    path = save_model(result, data, models_root=tmp_path, version="v1",
+                      metadata={"feature_snapshot": "s1"}, extra_files={"log.md": "# log\n"})
+    meta = verify_model(path)
+    assert set(meta["checksums"]) == {"model.npz", "ids.npz", "log.md"}
+    scores_file = save_scores(path, _scores())
+    assert scores_file == path / SCORES_FILE
+    meta = verify_model(path, scores=True)
+    assert SCORES_FILE in meta["files"] and SCORES_FILE in meta["checksums"]
+    assert load_scores(path)["rec_items"].shape == (20, 3)
+    assert not [p for p in path.iterdir() if p.name.startswith(".")]   # no temporary files
+    # scores with the wrong number of rows are refused by verify
+    save_scores(path, _scores(n_users=19))
+    with pytest.raises(ModelError, match="rec_items has 19 rows, expected 20"):
+        verify_model(path, scores=True)
+
+
+def test_failed_save_leaves_no_version(tmp_path: Path, trained, monkeypatch) -> None:
+    """Disk full while writing model.npz: no version appears, nothing half-written is listed."""
+    result, data = trained
+    monkeypatch.setattr(np, "savez", _disk_full_after(100))
+    with pytest.raises(ModelError, match="'v1': writing to .* failed .*nothing was saved"):
+        save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []             # the partial directory is gone too
+    assert list_models(tmp_path) == []
+    assert "no model version 'v1'" in model_info(tmp_path, "v1").problem
+    # the same version can be saved once the disk has room again
+    save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    assert [info.version for info in list_models(tmp_path) if info.ok] == ["v1"]
+
+
+def test_failed_scoring_leaves_the_version_unscored(tmp_path: Path, trained,
+                                                   monkeypatch) -> None:
+    """Disk full while writing scores.npz (issue 13): no truncated scores file to promote."""
+    result, data = trained
+    path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    before = (path / "metadata.json").read_text()
+    monkeypatch.setattr(np, "savez", _disk_full_after(200))
+    with pytest.raises(ModelError, match=r"'v1': writing scores.npz failed .*stays unscored"):
+        save_scores(path, _scores())
+    monkeypatch.undo()
+    assert sorted(p.name for p in path.iterdir()) == ["ids.npz", "metadata.json", "model.npz"]
+    assert (path / "metadata.json").read_text() == before
+    with pytest.raises(ModelError, match="'v1': scores.npz is missing: the version was never "
+                                         "scored"):
+        load_scores(path)
+    with pytest.raises(ModelError, match="never scored"):
+        verify_model(path, scores=True)
+    verify_model(path)   # the model itself is intact
+
+
+def test_truncated_files_are_clear_model_errors(tmp_path: Path, trained) -> None:
+    """A file cut short (as a non-atomic writer on a full disk left it) is reported, not a
+    BadZipFile traceback."""
+    result, data = trained
+    path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    save_scores(path, _scores())
+    scores = path / SCORES_FILE
+    scores.write_bytes(scores.read_bytes()[:300])
+    with pytest.raises(ModelError, match=r"'v1': scores.npz does not match its recorded sha256"):
+        verify_model(path)
+    with pytest.raises(ModelError, match=r"'v1': scores.npz is unreadable, truncated or damaged"):
+        load_scores(path)
+    # without a recorded checksum (a version saved before checksums) the zip check catches it
+    meta = json.loads((path / "metadata.json").read_text())
+    del meta["checksums"]
+    (path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"'v1': scores.npz is not a readable npz archive"):
+        verify_model(path)
+    model = path / "model.npz"
+    model.write_bytes(model.read_bytes()[:100])
+    with pytest.raises(ModelError, match=r"'v1': model.npz is unreadable, truncated or damaged"):
+        load_model(path)
+
+
+def test_list_reports_broken_versions(tmp_path: Path, trained) -> None:
+    result, data = trained
+    save_model(result, data, models_root=tmp_path, version="good", metadata={
+        "feature_snapshot": "s1"})
+    (tmp_path / ".v9.abc.partial").mkdir()              # a write in progress: never listed
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metadata.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
+    infos = list_models(tmp_path)
+    assert [i.version for i in infos] == ["good", "empty", "broken"]
+    assert infos[0].ok and infos[0].feature_snapshot == "s1"
+    assert "'broken': metadata.json is unreadable" in infos[2].problem
+    assert "'empty': metadata.json is missing" in infos[1].problem
+    # an unreadable metadata.json means unknown references: refuse rather than guess
+    with pytest.raises(ModelError, match="'broken'.*cannot tell which feature snapshot"):
+        referenced_snapshots(tmp_path)
+    (tmp_path / "broken" / "metadata.json").unlink()
+    assert referenced_snapshots(tmp_path) == {"s1"}
+
+
+def _fake_version(root: Path, version: str, created: str, snapshot: str) -> None:
+    """A complete-looking version directory without fitting a model (for retention tests)."""
+    (root / version).mkdir(parents=True)
+    for name in ("model.npz", "ids.npz"):
+        (root / version / name).write_bytes(b"x")
+    (root / version / "metadata.json").write_text(json.dumps(
+        {"version": version, "created_at": created, "feature_snapshot": snapshot}))
+
+
+def test_prune_keeps_newest_and_protected(tmp_path: Path) -> None:
+    for day in range(1, 5):
+        _fake_version(tmp_path, f"m{day}", f"2024-01-0{day}T00:00:00+00:00", f"s{day}")
+    (tmp_path / ".m9.x.partial").mkdir()      # a model being written is never touched
+    (tmp_path / "broken").mkdir()             # a broken version is reported, never deleted
+    stale = tmp_path / ".m8.y.partial"        # what a crash left two days ago
+    stale.mkdir()
+    leftover = tmp_path / "m4" / ".scores.npz.1234.tmp"
+    leftover.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale, leftover):
+        os.utime(path, (two_days_ago, two_days_ago))
+
+    assert prune_models(tmp_path, keep=1, protect={"m2"}) == ["m1", "m3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m9.x.partial", "broken", "m2", "m4"]
+    assert not leftover.exists()
+    assert referenced_snapshots(tmp_path) == {"s2", "s4"}
+    assert prune_models(tmp_path, keep=2) == []
+    assert prune_models(tmp_path / "nothing", keep=1) == []
+    with pytest.raises(ValueError):
+        prune_models(tmp_path, keep=0)
+
+
+def test_version_ids_follow_the_id_rule(tmp_path: Path) -> None:
+    for bad in ("", "../x", ".hidden", "a/b", "x" * 101):
+        with pytest.raises(InvalidId, match="invalid model version id"):
+            registry.model_path(tmp_path, bad)
+    assert registry.model_path(tmp_path, "run-2024.01_01=a") == tmp_path / "run-2024.01_01=a"

@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 
 from recsys.errors import ModelError
-from tests.training.helpers import make_checkerboard
+from tests.training.helpers import bigger_checkerboard
 from training.data import InteractionMatrix
 from training.evaluate import split_per_user, split_per_user_by_time
 from training.search import SearchSpace, objective_key, search_als, search_and_evaluate
 
 SPACE = SearchSpace(factors=(2, 4), regularization=(0.1,), alpha=(5.0,), iterations=(5,),
                     weighting=("raw", "log1p"))
-
-
-def bigger_checkerboard():
-    # 4 stacked checkerboards (80 users x 20 items) so that validation splits are not tiny
-    from scipy.sparse import vstack
-
-    from training.data import to_csr
-    return to_csr(vstack([make_checkerboard(seed=s, per_user=8) for s in range(4)]))
 
 
 def test_space_grid_and_from_dict(tmp_path: Path) -> None:

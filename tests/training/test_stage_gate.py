@@ -4,63 +4,25 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from features.snapshot import Manifest, ViewSnapshot, manifest_path
 from recsys.errors import ModelError
 from recsys.settings import Settings
-from serving.stage import load_payload, publish_run
+from serving.artifacts import load_payload
+from serving.publish import publish_model
 from serving.store import open_store
-from tests.training.test_search import bigger_checkerboard
+from tests.training.helpers import BAD, GOOD, write_snapshot
 from training import gate
-from training.gate import champion_recommendations, decide
 from training.data import load_interactions
 from training.evaluate import split_per_user, split_per_user_by_time
+from training.gate import champion_recommendations, decide
 from training.stage import score_run_model, train_run_model
 
 pytestmark = pytest.mark.integration
-
-GOOD = {"factors": 2, "regularization": 0.1, "alpha": 5.0, "iterations": 10, "seed": 3}
-BAD = {"factors": 1, "regularization": 500.0, "alpha": 0.1, "iterations": 1, "seed": 3}
-
-
-def write_snapshot(root: Path, snapshot_id: str, *, drop_users: int = 0,
-                   with_last_ts: bool = False) -> Manifest:
-    matrix = bigger_checkerboard()
-    coo = matrix.tocoo()
-    keep = coo.row >= drop_users
-    users = np.char.add("u", coo.row[keep].astype(str).astype(object).astype(str))
-    items = np.char.add("i", coo.col[keep].astype(str))
-    path = root / "features" / "interactions" / f"snapshot={snapshot_id}" / "data.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {"user_id": users.astype(str), "item_id": items.astype(str),
-               "weight": coo.data[keep].astype(np.float64)}
-    if with_last_ts:  # as the feature store writes it: microseconds, UTC
-        micros = np.random.default_rng(0).integers(1_600_000_000, 1_700_000_000,
-                                                   int(keep.sum())) * 10**6
-        columns["last_ts"] = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    pq.write_table(pa.table(columns), path)
-    item_path = root / "features" / "item_features" / f"snapshot={snapshot_id}" / "data.parquet"
-    item_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"item_id": np.unique(items.astype(str))}), item_path)
-    manifest = Manifest(
-        snapshot_id=snapshot_id, created_at=datetime.now(UTC).isoformat(), as_of=None,
-        duckdb_version="test", sources={"interactions": {"path": str(path), "sha256": "abc"}},
-        views={"interactions": ViewSnapshot(name="interactions", path=str(path),
-                                            rows=int(keep.sum()), schema=[]),
-               "item_features": ViewSnapshot(name="item_features", path=str(item_path),
-                                             rows=20, schema=[])})
-    target = manifest_path(root / "features", snapshot_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(manifest.to_dict()))
-    return manifest
 
 
 def settings_for(tmp_path: Path, mongo_uri: str, db: str, params: dict, **extra) -> Settings:
@@ -84,7 +46,7 @@ def test_train_with_search_then_score_with_explanations(tmp_path: Path, mongo_ur
     assert len((model_dir / "search_trials.jsonl").read_text().splitlines()) == 4
     assert "| trial |" in (model_dir / "search_trials.md").read_text()
     assert meta["feature_snapshot"] == "s1" and len(meta["data_hash"]) == 64
-    assert list(meta["data_hashes"]["interactions_view"].values())[0] != ""
+    assert next(iter(meta["data_hashes"]["interactions_view"].values())) != ""
     assert {"implicit", "numpy", "scipy", "python"} <= set(meta["libraries"])
 
     scores_file = score_run_model(model_dir, manifest, settings=settings)
@@ -97,7 +59,7 @@ def test_train_with_search_then_score_with_explanations(tmp_path: Path, mongo_ur
     for user in (0, 41, 79):
         valid = explain_items[user][explain_items[user] >= 0]
         assert valid.size and set(valid.tolist()) <= set(data.matrix[user].indices.tolist())
-    payload = load_payload(model_dir, scores_file)
+    payload = load_payload(model_dir)
     assert payload.rec_explain_items is not None
     np.testing.assert_array_equal(payload.rec_explain_items, explain_items)
 
@@ -114,12 +76,15 @@ def test_gate_publishes_first_keeps_a_better_champion_and_cli(tmp_path: Path, mo
     bad = settings_for(tmp_path, mongo_uri, mongo_db_name, BAD)
 
     good_dir, _ = train_run_model(manifest, version="good", settings=good)
-    first = decide(good_dir, manifest, settings=good)
+    first = decide(good_dir, manifest, champion_version=None, settings=good)
     assert first.publish and first.champion_version is None and "no active" in first.reason
-    publish_run(good_dir, score_run_model(good_dir, manifest, settings=good), settings=good)
+    score_run_model(good_dir, manifest, settings=good)
+    publish_model(good, "good")
 
     bad_dir, _ = train_run_model(manifest, version="bad", settings=bad)
-    kept = decide(bad_dir, manifest, settings=bad)
+    with open_store(bad) as store:   # the flow's gate task asks the serving store the same way
+        champion = store.active_version()
+    kept = decide(bad_dir, manifest, champion_version=champion, settings=bad)
     assert not kept.publish and kept.champion_version == "good"
     assert kept.champion_metric > kept.challenger_metric
     assert "keeping champion good" in kept.reason

@@ -1,4 +1,4 @@
-"""`/admin/...`: switch the active version (always needs an admin key)."""
+"""`/admin/...`: list versions and switch the served one (always needs an admin key)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,26 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from pymongo import MongoClient
 
-from recsys.errors import NotFound, PublishError, RecsysError
+from recsys.errors import Conflict, PublishError
+from recsys.mongo import mongo_client
 from serving.api.deps import ServicesDep, require_admin
 from serving.api.models import ActivatePublic, ActivateRequest, ErrorPublic, VersionPublic
+from serving.publish import publish_model
 from serving.store import MongoServingStore
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
-
-class Conflict(RecsysError):
-    status_code = 409
+ADMIN_LOCK_WAIT_S = 30.0
+"""Longest an admin request waits for another publish (capped by the lock timeout setting)."""
 
 
 def _store(request: Request) -> MongoServingStore:
-    """The sync store behind admin calls (one client per process, made on first use)."""
+    """The sync store behind admin reads (one client per process, made on first use)."""
     state = request.app.state
     if state.sync_client is None:
-        timeout = state.settings.mongodb_timeout_ms
-        state.sync_client = MongoClient(state.settings.mongodb_uri, tz_aware=True,
-                                        serverSelectionTimeoutMS=timeout,
-                                        connectTimeoutMS=timeout, timeoutMS=timeout)
+        state.sync_client = mongo_client(state.settings,
+                                         operation_timeout_ms=state.settings.mongodb_timeout_ms)
     return MongoServingStore(state.sync_client[state.settings.mongodb_db])
 
 
@@ -41,21 +39,24 @@ async def list_versions(request: Request) -> list[dict[str, Any]]:
     "/active-version",
     response_model=ActivatePublic,
     responses={404: {"model": ErrorPublic}, 409: {"model": ErrorPublic}},
-    summary="Serve a kept version (switch or roll back in one step)",
+    summary="Serve a model version (switch or roll back in one step)",
 )
 async def set_active_version(
     body: ActivateRequest, request: Request, svc: ServicesDep
 ) -> dict[str, Any]:
-    """Atomically repoint the API at `version` (status must be `ready`); this process serves
-    it at once, other workers within `RECSYS_ACTIVE_POLL_SECONDS`."""
-    store = _store(request)
-    doc = await anyio.to_thread.run_sync(store.get_version, body.version)
-    if doc is None:
-        raise NotFound(f"model version {body.version!r} does not exist")
+    """Serve `version` through the one publish path (`serving.publish.publish_model`): under the
+    publish lock, written from the model registry if MongoDB does not have it ready, with the
+    online features of its snapshot. This process serves it at once, other workers within
+    `RECSYS_ACTIVE_POLL_SECONDS`. 404: unknown version; 409: it cannot be switched to now (e.g.
+    another publish holds the lock)."""
+    settings = svc.settings
+    wait = min(settings.publish_lock_timeout_s, ADMIN_LOCK_WAIT_S)
     try:
-        previous = await anyio.to_thread.run_sync(store.activate, body.version)
+        result = await anyio.to_thread.run_sync(lambda: publish_model(
+            settings, body.version, holder=f"POST /admin/active-version {body.version}",
+            lock_timeout_s=wait))
     except PublishError as exc:
         raise Conflict(str(exc)) from exc
     await svc.active.refresh()
-    return {"active_version": body.version,
-            "previous_version": previous if previous != body.version else None}
+    return {"active_version": result.version,
+            "previous_version": None if result.skipped else result.previous_version}

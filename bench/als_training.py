@@ -4,10 +4,10 @@ Two modes:
 
     # fit + recommend-all-users (+ explanations) at N generated interactions; the issue's size
     # is 50M (needs ~20 GB free RAM and about an hour on 2 cores)
-    .venv/bin/python bench/training.py scale --interactions 50000000 --users 1000000 --items 100000
+    python -m bench training scale --interactions 50000000 --users 1000000 --items 100000
 
     # the hyperparameter search on MovieLens 100K (issue protocol), as a markdown trial table
-    .venv/bin/python bench/training.py search ../shared/datasets/ml-100k
+    python -m bench training search ../shared/datasets/ml-100k
 
 `scale` generates a batch with `recsys.datagen.generate_batch`, builds the users x items matrix
 (confidence = rating, duplicates summed), then times on the SAME matrix and parameters:
@@ -24,18 +24,12 @@ import argparse
 import json
 import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path and `bench/training.py` would
-# shadow the `training` package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import numpy as np  # noqa: E402 - after the sys.path fix above
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
@@ -48,7 +42,7 @@ from training.explain import explain_recommendations
 from training.model import AlsParams, apply_weighting, fit_als, recommend_top_n
 from training.search import SearchSpace, search_and_evaluate
 
-log = logging.getLogger("bench.training")
+log = logging.getLogger("bench.als_training")
 
 
 def _matrix_from_batch(directory: Path) -> sp.csr_matrix:
@@ -70,6 +64,7 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit, recommend (and explain) timings of our wrappers and of bare implicit, same matrix."""
     params = AlsParams(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
                        iterations=args.iterations, seed=42)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -132,6 +127,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyperparameter search on MovieLens 100K; prints its trial table."""
     raw = np.loadtxt(Path(args.movielens_dir) / "u.data", dtype=np.int64)
     data = build_matrix(raw[:, 0].astype(str).astype(object), raw[:, 1].astype(str).astype(object),
                         raw[:, 2].astype(np.float64))
@@ -144,8 +140,10 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
             "popular": result.metrics["popular"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench training scale|search ...`: print the figures as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench training",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("scale", help="fit / recommend timings vs bare implicit")
     s.add_argument("--interactions", type=int, default=50_000_000)
@@ -164,7 +162,7 @@ def main() -> None:
     q.add_argument("--space", type=Path, default=None, help="JSON search space")
     q.add_argument("--seed", type=int, default=42)
     q.add_argument("--objective", default="ndcg")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = scale(args) if args.mode == "scale" else search(args)
     print(json.dumps(out, indent=2))

@@ -4,16 +4,12 @@ Each check is independent and reports `ok`, a short `detail` and how long it too
 healthy when every check passed. Optional checks (the API, the Prefect server) run only when a
 URL is given.
 
-CLI (exit status 0 when healthy, 1 otherwise; JSON on stdout)::
-
-    python -m infra.scripts.health [--api-url http://127.0.0.1:8000]
-                                   [--prefect-url http://127.0.0.1:4200/api] [--min-free-gb 1]
+At the terminal: `recsys ops health [--api-url URL] [--prefect-url URL] [--min-free-gb N]`
+(JSON on stdout; exit status 0 when healthy, 1 otherwise). The maintenance flow runs it too.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import shutil
 import time
@@ -22,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from pymongo import MongoClient
 
 from recsys.settings import Settings
+from serving.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +68,10 @@ def _timed(name: str, fn: Callable[[], str]) -> Check:
 
 def check_mongo(settings: Settings) -> str:
     """MongoDB answers `ping`, and the active version is `ready` with its collections present."""
-    from serving.store import STATE, VERSIONS, version_collections
-
-    with MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-                     connectTimeoutMS=settings.mongodb_timeout_ms) as client:
-        client.admin.command("ping")
-        db = client[settings.mongodb_db]
-        state = db[STATE].find_one({"_id": "active"})
-        if not state:
-            raise RuntimeError(f"no active model version in database {settings.mongodb_db}")
-        version = state["version"]
-        doc = db[VERSIONS].find_one({"_id": version}, {"status": 1})
-        if not doc or doc.get("status") != "ready":
-            raise RuntimeError(f"active version {version} is not 'ready' ({doc})")
-        present = set(db.list_collection_names())
-        missing = [name for name in version_collections(version) if name not in present]
-        if missing:
-            raise RuntimeError(f"active version {version} lacks collections {missing}")
-        users = db[f"recs_{version}"].estimated_document_count()
-    return f"active version {version}, {users} users with recommendations"
+    with open_store(settings) as store:
+        store.db.client.admin.command("ping")
+        active = store.verify_active()
+    return f"active version {active['version']}, {active['users']} users with recommendations"
 
 
 def check_disk(path: Path, min_free_gb: float) -> str:
@@ -134,22 +115,3 @@ def check_health(settings: Settings, *, api_url: str | None = None,
     for check in report.failed:
         log.warning("health check %s failed: %s", check.name, check.detail)
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m infra.scripts.health",
-                                     description="Check MongoDB, serving, disk, API, Prefect.")
-    parser.add_argument("--api-url", help="serving API base URL")
-    parser.add_argument("--prefect-url", help="Prefect API URL, e.g. http://127.0.0.1:4200/api")
-    parser.add_argument("--min-free-gb", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = check_health(Settings(), api_url=args.api_url, prefect_url=args.prefect_url,
-                          min_free_gb=args.min_free_gb)
-    print(json.dumps(report.to_dict(), indent=2))
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,8 @@
-"""The pipeline's publish stage as one plain function (the flow wraps it in a task)."""
+"""The publish payload of a registered model: its artifacts plus its snapshot's item attributes.
+
+Model files and scores are read through `training.registry` (their owner), item attributes
+through `features.snapshot`'s manifest; nothing here writes.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys.errors import PublishError, RecsysError
+from features.snapshot import load_manifest
+from recsys.errors import NotFound, PublishError, RecsysError
 from recsys.settings import Settings
 from serving.payload import PublishPayload
-from serving.store import open_store
-from training.registry import load_model
+from training.registry import load_model, load_scores, model_path
 
 logger = logging.getLogger(__name__)
 
@@ -28,28 +32,33 @@ def _dense(factors: Any) -> np.ndarray:
     return np.ascontiguousarray(to_numpy() if to_numpy else factors, dtype=np.float32)
 
 
-def load_payload(model_dir: Path, scores_file: Path) -> PublishPayload:
-    """The publish payload of a saved model and its scores."""
+def load_payload(model_dir: Path) -> PublishPayload:
+    """The publish payload of a saved and scored model version.
+
+    Raises:
+        ModelError: a model file or the scores are missing, unreadable or damaged (the message
+            says "never scored" when the version has no scores).
+    """
     model, user_ids, item_ids, metadata = load_model(model_dir)
-    with np.load(scores_file) as scores:
-        return PublishPayload(
-            version=model_dir.name,
-            generated_at=datetime.now(UTC),
-            user_ids=user_ids,
-            item_ids=item_ids,
-            rec_items=scores["rec_items"],
-            rec_scores=scores["rec_scores"],
-            similar_items=scores["similar_items"],
-            similar_scores=scores["similar_scores"],
-            user_factors=_dense(model.user_factors),
-            item_factors=_dense(model.item_factors),
-            popular_items=scores["popular_items"],
-            popular_scores=scores["popular_scores"],
-            metadata=metadata,
-            # optional: written by training's score stage when settings.explain_n > 0
-            rec_explain_items=scores.get("rec_explain_items"),
-            rec_explain_scores=scores.get("rec_explain_scores"),
-        )
+    scores = load_scores(model_dir)
+    return PublishPayload(
+        version=model_dir.name,
+        generated_at=datetime.now(UTC),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        rec_items=scores["rec_items"],
+        rec_scores=scores["rec_scores"],
+        similar_items=scores["similar_items"],
+        similar_scores=scores["similar_scores"],
+        user_factors=_dense(model.user_factors),
+        item_factors=_dense(model.item_factors),
+        popular_items=scores["popular_items"],
+        popular_scores=scores["popular_scores"],
+        metadata=metadata,
+        # optional: written by training's score stage when settings.explain_n > 0
+        rec_explain_items=scores.get("rec_explain_items"),
+        rec_explain_scores=scores.get("rec_explain_scores"),
+    )
 
 
 def item_attributes(
@@ -63,8 +72,6 @@ def item_attributes(
     Raises:
         PublishError: the manifest or the view file cannot be read.
     """
-    from features.snapshot import load_manifest
-
     try:
         manifest = load_manifest(features_dir, snapshot_id)
         path = manifest.view_path("item_features")
@@ -99,17 +106,16 @@ def with_item_attributes(payload: PublishPayload, settings: Settings) -> Publish
     return dataclasses.replace(payload, item_attributes=attrs)
 
 
-def publish_run(model_dir: Path, scores_file: Path, *, settings: Settings) -> dict[str, Any]:
-    """Write a new version, verify it, switch the active pointer to it, prune old versions.
+def payload_for_version(settings: Settings, version: str) -> PublishPayload:
+    """The payload of model version `version` from `settings.models_dir`, with item attributes.
 
-    Any failure before `activate` leaves the previous version serving; the partial version is
-    cleaned up at the start of the next publish.
+    Raises:
+        NotFound: there is no such version in the models directory.
+        ModelError: the version is incomplete, damaged or was never scored.
+        PublishError: its feature snapshot's item_features cannot be read.
     """
-    payload = with_item_attributes(load_payload(model_dir, scores_file), settings)
-    with open_store(settings) as store:
-        store.cleanup_incomplete()
-        summary = store.publish(payload, batch_size=settings.publish_batch_size)
-        previous = store.activate(payload.version)
-        dropped = store.prune(settings.keep_versions)
-    return {**summary, "active_version": payload.version, "previous_version": previous,
-            "dropped_versions": dropped}
+    model_dir = model_path(settings.models_dir, version)
+    if not model_dir.is_dir():
+        raise NotFound(f"model version {version!r} is neither in MongoDB nor in "
+                       f"{settings.models_dir}")
+    return with_item_attributes(load_payload(model_dir), settings)

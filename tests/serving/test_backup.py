@@ -1,4 +1,5 @@
-"""Backup and restore: publish, back up, drop the database, restore, and the API answers the same."""
+"""Backup and restore: publish, back up, drop the database, restore, and the API answers the
+same; the `recsys ops` commands."""
 
 from __future__ import annotations
 
@@ -11,15 +12,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pymongo import MongoClient
 
-from infra.scripts.backup import (
-    BackupError,
-    backup_database,
-    list_backups,
-    restore_database,
-    tools_available,
-)
+from recsys.errors import BackupError
 from recsys.settings import Settings
 from serving.api.main import create_app
+from serving.backup import backup_database, list_backups, restore_database, tools_available
 from serving.store import MongoServingStore
 from tests.serving.payloads import N_ITEMS, N_USERS, make_payload
 
@@ -115,3 +111,33 @@ def test_restore_refuses_a_folder_that_is_not_a_backup(tmp_path: Path) -> None:
 def test_tools_method_needs_mongodump(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="mongodump"):
         backup_database("mongodb://127.0.0.1:1", "x", tmp_path, method="tools")
+
+
+def test_ops_backup_and_restore_commands(published: Settings, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from serving.cli import ops_app
+
+    monkeypatch.setenv("MONGODB_URI", published.mongodb_uri)
+    monkeypatch.setenv("MONGODB_DB", published.mongodb_db)
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    made = runner.invoke(ops_app, ["backup", "--method", "python"])
+    assert made.exit_code == 0, made.output
+    backup = json.loads(made.stdout)
+    assert Path(backup["path"]).parent == tmp_path / "backups"  # the default root
+    assert backup["collections"]["recs_v1"] == N_USERS
+    other = published.mongodb_db + "_ops"
+    try:
+        restored = runner.invoke(ops_app, ["restore", backup["path"], "--db", other,
+                                           "--method", "python", "--no-drop"])
+        assert restored.exit_code == 0, restored.output
+        assert json.loads(restored.stdout)["collections"] == backup["collections"]
+    finally:
+        with MongoClient(published.mongodb_uri) as client:
+            client.drop_database(other)
+    missing = runner.invoke(ops_app, ["restore", str(tmp_path / "nope"), "--method", "python"])
+    assert missing.exit_code == 1 and "is not a backup" in missing.output
+    bad = runner.invoke(ops_app, ["backup", "--method", "rsync"])
+    assert bad.exit_code == 2 and "--method must be auto, tools or python" in bad.output

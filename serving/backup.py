@@ -1,4 +1,4 @@
-"""MongoDB backup and restore of the serving database.
+"""MongoDB backup and restore of the serving database (the owner of `<data_dir>/backups/`).
 
 Two methods produce and read the same layout, so either tool can restore either backup::
 
@@ -12,20 +12,20 @@ Two methods produce and read the same layout, so either tool can restore either 
   (`RawBSONDocument`, never decoded, so float32 vectors and datetimes round-trip byte for byte)
   and restored in batches with `insert_many`; secondary indexes are recreated from the metadata.
 
-CLI::
+CLI (`serving/cli.py`)::
 
-    python -m infra.scripts.backup backup  [--out DIR] [--method auto|tools|python]
-    python -m infra.scripts.backup restore BACKUP_DIR [--db NAME] [--method ...] [--no-drop]
+    recsys ops backup  [--out DIR] [--method auto|tools|python]
+    recsys ops restore BACKUP_DIR [--db NAME] [--method ...] [--no-drop]
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +37,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from recsys.errors import RecsysError
+from recsys.errors import BackupError
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 Method = Literal["auto", "tools", "python"]
 BACKUP_FILE = "backup.json"
 RAW_OPTIONS: CodecOptions = CodecOptions(document_class=RawBSONDocument)
-
-
-class BackupError(RecsysError):
-    """A backup or restore could not be made or is unusable."""
 
 
 @dataclass(frozen=True)
@@ -259,42 +255,27 @@ def list_backups(backup_root: Path) -> list[Path]:
                   key=lambda p: json.loads((p / BACKUP_FILE).read_text()).get("created_at", ""))
 
 
+def prune_backups(backup_root: Path, *, keep: int) -> list[str]:
+    """Delete complete backups beyond the newest `keep` (and `.partial` folders over a day old).
+
+    Returns the names of the removed folders.
+    """
+    if keep < 1:
+        raise ValueError("keep must be >= 1")
+    backups = list_backups(backup_root)
+    removed = [p.name for p in backups[:-keep]]
+    for path in backups[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    root = Path(backup_root)
+    if root.is_dir():
+        day_ago = time.time() - 86400
+        for partial in root.glob(".*.partial"):
+            if partial.stat().st_mtime < day_ago:
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial.name)
+    return removed
+
+
 def default_backup_root(settings: Settings) -> Path:
     """`<data_dir>/backups`."""
     return Path(settings.data_dir) / "backups"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m infra.scripts.backup",
-                                     description="Back up or restore the serving database.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    make = sub.add_parser("backup", help="back up MONGODB_DB from MONGODB_URI")
-    make.add_argument("--out", type=Path, help="backup root (default <data_dir>/backups)")
-    make.add_argument("--method", choices=["auto", "tools", "python"], default="auto")
-    restore = sub.add_parser("restore", help="restore a backup folder")
-    restore.add_argument("backup_dir", type=Path)
-    restore.add_argument("--db", help="target database (default: the one backed up)")
-    restore.add_argument("--method", choices=["auto", "tools", "python"], default="auto")
-    restore.add_argument("--no-drop", action="store_true", help="keep existing collections")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    try:
-        if args.command == "backup":
-            result = backup_database(settings.mongodb_uri, settings.mongodb_db,
-                                     args.out or default_backup_root(settings),
-                                     method=args.method, timeout_ms=settings.mongodb_timeout_ms)
-        else:
-            result = restore_database(args.backup_dir, settings.mongodb_uri, args.db,
-                                      method=args.method, drop=not args.no_drop,
-                                      timeout_ms=settings.mongodb_timeout_ms)
-    except RecsysError as error:
-        print(f"error: {error}")
-        return 1
-    print(json.dumps(result.to_dict(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

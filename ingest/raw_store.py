@@ -1,23 +1,31 @@
-"""The incremental raw store: every validated batch, appended once, partitioned by event date.
+"""The raw store: every validated batch, written once, partitioned by event date.
 
-Layout under `raw_root` (`settings.store_dir`, i.e. `<data_dir>/store`)::
+This module is the only reader and writer of `raw_root` (`settings.store_dir`, i.e.
+`<data_dir>/store`); `ingest.stage.ingest_batch` writes batches into it, `features/` reads them
+through `list_batches`, `store_files` and `known_ids`. Layout::
 
     interactions/date=YYYY-MM-DD/batch=<batch id>.parquet   # Hive partitions by UTC event date
     users/batch=<batch id>.parquet                           # one file per batch
     items/batch=<batch id>.parquet
     batches/<batch id>.json                                  # commit marker, written last
+    _incoming/<run id>/                                      # a run's batch before its commit
+    _staging/<batch id>/                                     # a commit in progress
+
+A run writes its validated, normalized batch into a folder of its own (`staged_batch`), and
+`commit_batch` turns it into the store's partitions; the run's folder is removed whether the
+batch is committed or not, so no copy of a batch outlives its run.
 
 A batch's id is the first 16 hex digits of its content hash (SHA-256 over the SHA-256 of its three
 normalized parquet files). The marker is written last, atomically: a batch without a marker is not
-part of the store (readers list files from markers, never by globbing), and ingesting it again
-cleans up whatever a crashed attempt left behind. Re-ingesting a batch whose marker exists is a
+part of the store (readers list files from markers, never by globbing), and committing it again
+cleans up whatever a crashed attempt left behind. Committing a batch whose marker exists is a
 no-op.
 
 Users and items files carry three bookkeeping columns so SQL can apply *latest wins*:
 `_batch_id`, `_effective_ts` (the batch's earliest event time, or its ingestion time when it has
 no events) and `_seq` (ingestion order, a tie-break). The row of an entity that counts as of a
 time T is the one from the visible batch (`_effective_ts <= T`) with the greatest
-`(_effective_ts, _seq)`. See `features.store_sql.entity_relation`.
+`(_effective_ts, _seq)` (see `features.snapshot`, which builds that relation).
 """
 
 from __future__ import annotations
@@ -37,23 +45,27 @@ from typing import Any
 
 import duckdb
 
+from ingest.reader import DATASETS
 from recsys.hashing import file_sha256
+from recsys.ids import check_id
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("users", "items", "interactions")
 ENTITY_DATASETS = {"users": "user_id", "items": "item_id"}
 BATCH_ID_LENGTH = 16
+_INCOMING = "_incoming"
+_STAGING = "_staging"
 
 
 @dataclass(frozen=True, kw_only=True)
-class IngestSummary:
-    """What `ingest_into_store` did with one batch.
+class StoredBatch:
+    """One batch of the raw store, as its commit marker records it.
 
     Attributes:
         batch_id: first 16 hex digits of `content_hash`; names the batch's files.
         content_hash: SHA-256 over the batch's three normalized parquet files.
-        skipped: True when the batch was already in the store (nothing was written).
+        skipped: True when `commit_batch` found the batch already stored (nothing was
+            written); always False in `list_batches`.
         seq: the batch's ingestion sequence number (1 for the first batch).
         ingested_at: ISO-8601 UTC time of the first (effective) ingestion.
         effective_ts: ISO-8601 UTC time from which the batch's users/items count.
@@ -83,7 +95,8 @@ class IngestSummary:
         return data
 
     @classmethod
-    def from_marker(cls, data: dict[str, Any], *, skipped: bool) -> IngestSummary:
+    def from_marker(cls, data: dict[str, Any], *, skipped: bool) -> StoredBatch:
+        """The batch a marker document describes."""
         return cls(skipped=skipped, **data)
 
 
@@ -132,30 +145,80 @@ def _store_lock(raw_root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def marker_path(raw_root: Path, batch_id: str) -> Path:
+def _marker_path(raw_root: Path, batch_id: str) -> Path:
     return Path(raw_root) / "batches" / f"{batch_id}.json"
 
 
-def list_batches(raw_root: Path) -> list[IngestSummary]:
+def list_batches(raw_root: Path) -> list[StoredBatch]:
     """Every committed batch of the store, in ingestion order."""
     folder = Path(raw_root) / "batches"
     if not folder.is_dir():
         return []
-    batches = [IngestSummary.from_marker(json.loads(p.read_text()), skipped=False)
+    batches = [StoredBatch.from_marker(json.loads(p.read_text()), skipped=False)
                for p in folder.glob("*.json")]
     return sorted(batches, key=lambda b: b.seq)
 
 
-def ingest_into_store(raw_files: dict[str, Path], *, raw_root: Path) -> IngestSummary:
+@contextmanager
+def staged_batch(raw_root: Path, run_id: str) -> Iterator[Path]:
+    """A new, empty folder in the store where one run writes its normalized batch.
+
+    The run writes ``users``/``items``/``interactions.parquet`` there (and may keep scratch
+    files beside them), then hands the three files to `commit_batch`. The folder,
+    ``<raw_root>/_incoming/<run_id>/``, is removed on exit whether the batch was committed or
+    not, so a batch that fails validation leaves nothing in the store and a committed batch
+    exists once, as the store's partitions.
+
+    Args:
+        raw_root: the store's root (`settings.store_dir`).
+        run_id: the run writing the batch; one folder per run (a folder left by a crashed run
+            of the same id is replaced).
+
+    Yields:
+        The folder.
+
+    Raises:
+        InvalidId: `run_id` does not follow the id rule (`recsys.ids`).
+    """
+    check_id(run_id, kind="run id")
+    incoming = Path(raw_root) / _INCOMING
+    folder = incoming / run_id
+    shutil.rmtree(folder, ignore_errors=True)
+    for attempt in range(3):
+        try:
+            folder.mkdir(parents=True)
+            break
+        except FileNotFoundError:  # another run removed the empty `_incoming` just now
+            if attempt == 2:
+                raise
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_if_empty(incoming)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another run's folder) or already gone
+        pass
+
+
+def commit_batch(raw_files: dict[str, Path], *, raw_root: Path) -> StoredBatch:
     """Append one validated, normalized batch to the raw store (idempotent by content hash).
+
+    The batch becomes its date partitions and entity files, and exists once its marker is
+    written; on any error, files of this batch that are not committed are removed again.
 
     Args:
         raw_files: "users", "items", "interactions" -> normalized parquet path (as written by
-            `ingest.reader.write_batch_parquet`; interactions with a UTC `timestamp`).
+            `ingest.parquet_writer`, normally into a `staged_batch` folder; interactions with a
+            UTC `timestamp`). They are read, never moved or deleted.
         raw_root: the store's root directory (`settings.store_dir`).
 
     Returns:
-        The batch's summary; `skipped` is True when the same content was already ingested.
+        The batch as stored; `skipped` is True when the same content was already in the store.
 
     Raises:
         ValueError: a dataset is missing from `raw_files`, or interactions lack `timestamp`.
@@ -165,35 +228,43 @@ def ingest_into_store(raw_files: dict[str, Path], *, raw_root: Path) -> IngestSu
     content_hash, source_hashes = batch_content_hash(raw_files)
     batch_id = content_hash[:BATCH_ID_LENGTH]
     with _store_lock(raw_root):
-        marker = marker_path(raw_root, batch_id)
+        marker = _marker_path(raw_root, batch_id)
         if marker.exists():
             log.info("batch %s already in the raw store %s: nothing to do", batch_id, raw_root)
-            return IngestSummary.from_marker(json.loads(marker.read_text()), skipped=True)
+            return StoredBatch.from_marker(json.loads(marker.read_text()), skipped=True)
         seq = max((b.seq for b in list_batches(raw_root)), default=0) + 1
-        summary = _write_batch(raw_files, raw_root=raw_root, batch_id=batch_id,
-                               content_hash=content_hash, source_hashes=source_hashes, seq=seq)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
-        os.replace(tmp, marker)  # the commit point: the batch exists from here on
-    log.info("batch %s ingested into %s: %s rows, %d date partition(s)", batch_id, raw_root,
-             summary.rows, len(summary.dates))
-    return summary
+        try:
+            stored = _write_batch(raw_files, raw_root=raw_root, batch_id=batch_id,
+                                  content_hash=content_hash, source_hashes=source_hashes,
+                                  seq=seq)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(stored.to_dict(), indent=2, sort_keys=True))
+            os.replace(tmp, marker)  # the commit point: the batch exists from here on
+        except BaseException:
+            _remove_uncommitted(raw_root, batch_id)
+            raise
+        finally:
+            _remove_if_empty(raw_root / _STAGING)
+    log.info("batch %s committed to %s: %s rows, %d date partition(s)", batch_id, raw_root,
+             stored.rows, len(stored.dates))
+    return stored
 
 
 def _remove_uncommitted(raw_root: Path, batch_id: str) -> None:
-    """Delete files a crashed ingestion of `batch_id` may have left behind."""
+    """Delete files an unfinished commit of `batch_id` may have left behind (under the lock)."""
     for path in [*raw_root.glob(f"interactions/date=*/batch={batch_id}*.parquet"),
                  *raw_root.glob(f"users/batch={batch_id}.parquet"),
                  *raw_root.glob(f"items/batch={batch_id}.parquet")]:
         path.unlink()
-    shutil.rmtree(raw_root / "_staging" / batch_id, ignore_errors=True)
+    _marker_path(raw_root, batch_id).with_suffix(".json.tmp").unlink(missing_ok=True)
+    shutil.rmtree(raw_root / _STAGING / batch_id, ignore_errors=True)
 
 
 def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
-                 content_hash: str, source_hashes: dict[str, str], seq: int) -> IngestSummary:
+                 content_hash: str, source_hashes: dict[str, str], seq: int) -> StoredBatch:
     _remove_uncommitted(raw_root, batch_id)
-    staging = raw_root / "_staging" / batch_id
+    staging = raw_root / _STAGING / batch_id
     staging.mkdir(parents=True)
     ingested_at = datetime.now(UTC)
     con = connect()
@@ -253,7 +324,7 @@ def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
         os.replace(staging / name / "part_0.parquet", target)
         files[name].append(str(target.relative_to(raw_root)))
     shutil.rmtree(staging, ignore_errors=True)
-    return IngestSummary(
+    return StoredBatch(
         batch_id=batch_id, content_hash=content_hash, skipped=False, seq=seq,
         ingested_at=ingested_at.isoformat(), effective_ts=effective.astimezone(UTC).isoformat(),
         rows=rows, dates=dates, files=files, source_hashes=source_hashes,
@@ -262,7 +333,7 @@ def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
     )
 
 
-def store_files(raw_root: Path, dataset: str, *, batches: list[IngestSummary] | None = None,
+def store_files(raw_root: Path, dataset: str, *, batches: list[StoredBatch] | None = None,
                 until: date | None = None) -> list[Path]:
     """Absolute paths of a dataset's files over the committed batches, sorted.
 

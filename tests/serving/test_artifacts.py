@@ -1,4 +1,5 @@
-"""The publish stage's item attributes, read from a feature snapshot's `item_features` view."""
+"""The publish payload from the model registry, and item attributes from a feature snapshot's
+`item_features` view."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.snapshot import Manifest, ViewSnapshot, manifest_path
-from recsys.errors import PublishError
+from recsys.errors import NotFound, PublishError
 from recsys.settings import Settings
-from serving.stage import item_attributes, with_item_attributes
+from serving.artifacts import item_attributes, payload_for_version, with_item_attributes
 from tests.serving.payloads import N_ITEMS, make_payload
 
 
@@ -58,3 +59,8 @@ def test_with_item_attributes_fills_payload(tmp_path: Path) -> None:
 def test_missing_snapshot_names_it(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="feature snapshot 'gone'"):
         item_attributes(tmp_path, "gone", np.array(["a"]))
+
+
+def test_unknown_version_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="'v9' is neither in MongoDB nor in"):
+        payload_for_version(Settings(data_dir=tmp_path), "v9")

@@ -1,1 +1,0 @@
-"""Operations kit: container/Kubernetes files, monitoring config and the `infra.scripts` tools."""

@@ -215,8 +215,12 @@ def diff_cmd(
 def materialize_cmd(
     snapshot: Annotated[str | None, typer.Argument(help="snapshot id (default: newest)")] = None,
 ) -> None:
-    """Write a snapshot's user and item features to MongoDB and switch the online store to it."""
-    from features.online import materialize_online
+    """Write a snapshot's user and item features to MongoDB ahead of a publish.
+
+    The online store switches to a snapshot only when a model that uses it is published
+    (`recsys models promote`, the pipeline), so features and model change together.
+    """
+    from features.online import write_online
     from features.snapshot import load_manifest
 
     settings = load_settings()
@@ -224,12 +228,12 @@ def materialize_cmd(
     if sid is None:
         raise _fail(f"no feature snapshot in {settings.features_dir}")
     try:
-        summary = materialize_online(load_manifest(settings.features_dir, sid),
-                                     settings=settings)
+        summary = write_online(load_manifest(settings.features_dir, sid), settings=settings)
     except RecsysError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"online features: snapshot {sid} live ({summary['counts']}); "
-               f"previous {summary['previous']}; dropped {summary['dropped']}")
+    state = "written" if summary["rewritten"] else "already written"
+    typer.echo(f"online features: snapshot {sid} {state} ({summary['counts']}); it goes live "
+               "when a model that uses it is published")
 
 
 @features_app.command("prune")

@@ -7,8 +7,8 @@ the serving store): readers follow the pointer, so a partial write is never visi
 one leaves the previous snapshot online. Collection names come from `recsys/mongo.py`.
 
 `serving.publish.publish_model` writes a model's snapshot here (`write_snapshot`) and switches to
-it together with the model (`switch_online`); `materialize_into` / `materialize_online` write,
-switch and prune in one call (`recsys features materialize`).
+it together with the model (`switch_online`); nothing else switches the online store.
+`recsys features materialize` only writes a snapshot ahead of time (`write_online`).
 
 Document shapes (datetimes are UTC; ids are strings):
 
@@ -200,43 +200,11 @@ def read_online_features(db: Database, entity: str, ids: list[str]) -> dict[str,
     return {doc["_id"]: doc for doc in coll.find({"_id": {"$in": list(ids)}})}
 
 
-def materialize_into(db: Database, manifest: Manifest, *, batch_size: int = 5000,
-                     keep: int = 2, protect: Iterable[str] = ()) -> dict[str, Any]:
-    """Materialize `manifest` into `db`, switch the online pointer to it, prune old ones.
+def write_online(manifest: Manifest, *, settings: Settings) -> dict[str, Any]:
+    """`write_snapshot` into `settings.mongodb_db`, `publish_batch_size` documents per insert.
 
-    Args:
-        db: the MongoDB database.
-        manifest: a snapshot with `user_features` and `item_features`.
-        batch_size: documents per insert.
-        keep: materialized snapshots to keep (the active one always stays).
-        protect: snapshot ids never pruned (e.g. those of the kept model versions).
-
-    Returns:
-        `{snapshot_id, previous, counts: {users, items}, collections, seconds, dropped,
-        rewritten}`; a snapshot already materialized is not rewritten, only switched to
-        (which is also how to roll back).
-
-    Raises:
-        FeatureStoreError: the snapshot lacks a view, or a written count does not match.
-    """
-    started = time.perf_counter()
-    written = write_snapshot(db, manifest, batch_size=batch_size)
-    sid = manifest.snapshot_id
-    previous = switch_online(db, sid)
-    dropped = prune_online(db, keep=keep, protect=protect) if written["rewritten"] else []
-    seconds = round(time.perf_counter() - started, 3)
-    log.info("online features: snapshot %s live (%s) in %.1fs; previous %s; dropped %s",
-             sid, written["counts"], seconds, previous, dropped)
-    return {**written, "previous": previous, "seconds": seconds, "dropped": dropped}
-
-
-def materialize_online(manifest: Manifest, *, settings: Settings) -> dict[str, Any]:
-    """Write a snapshot's latest user and item features to MongoDB and make them the online ones.
-
-    Uses `settings.mongodb_uri` / `mongodb_db`, `publish_batch_size` documents per insert and
-    keeps `feature_online_keep` materialized snapshots. See the module docstring for the
-    document shapes. Returns the summary of `materialize_into`.
+    Only writes: the online store switches to a snapshot when a model that uses it is published
+    (`serving.publish.publish_model`), so features and model always change together.
     """
     with open_database(settings) as db:
-        return materialize_into(db, manifest, batch_size=settings.publish_batch_size,
-                                keep=settings.feature_online_keep)
+        return write_snapshot(db, manifest, batch_size=settings.publish_batch_size)

@@ -52,7 +52,7 @@ def test_build_list_describe_diff_materialize_prune(env, tmp_path):
     assert "keys:" in text.output and "version unchanged" in text.output
 
     online = runner.invoke(app, ["features", "materialize", "all"])
-    assert online.exit_code == 0 and "snapshot all live" in online.output
+    assert online.exit_code == 0 and "snapshot all written" in online.output
 
     pruned = runner.invoke(app, ["features", "prune", "--keep", "1"])
     # "all" is materialized online, so it is protected; "june" is the only one to go

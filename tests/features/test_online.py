@@ -6,13 +6,12 @@ from pymongo import MongoClient
 from features.online import (
     cleanup_online,
     is_materialized,
-    materialize_into,
-    materialize_online,
     materialized_snapshots,
     online_snapshot,
     prune_online,
     read_online_features,
     switch_online,
+    write_online,
     write_snapshot,
 )
 from features.snapshot import build_snapshot
@@ -30,6 +29,14 @@ def db(mongo_uri, mongo_db_name):
     yield client[mongo_db_name]
     client.drop_database(mongo_db_name)
     client.close()
+
+
+def materialize_into(db, manifest, *, batch_size=5000, keep=2):
+    """Write, switch and prune, the sequence `serving.publish.publish_model` runs."""
+    written = write_snapshot(db, manifest, batch_size=batch_size)
+    previous = switch_online(db, manifest.snapshot_id)
+    dropped = prune_online(db, keep=keep) if written["rewritten"] else []
+    return {**written, "previous": previous, "dropped": dropped}
 
 
 def test_materialize_switch_and_prune(raw_files, tmp_path, db):
@@ -70,10 +77,18 @@ def test_failed_write_leaves_the_online_snapshot_unchanged(raw_files, tmp_path, 
     assert read_online_features(db, "users", ["a"])["a"]["snapshot_id"] == "good"
 
 
-def test_materialize_online_uses_settings(raw_files, tmp_path, mongo_uri, mongo_db_name):
+def test_write_online_uses_settings(raw_files, tmp_path, mongo_uri, mongo_db_name):
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=mongo_db_name, data_dir=tmp_path)
     m = build_snapshot(raw_files, features_root=settings.features_dir, snapshot_id="s1")
-    assert materialize_online(m, settings=settings)["counts"] == {"users": 3, "items": 2}
+    written = write_online(m, settings=settings)
+    assert written["counts"] == {"users": 3, "items": 2}
+    client = MongoClient(mongo_uri)
+    try:
+        assert is_materialized(client[mongo_db_name], "s1")
+        assert online_snapshot(client[mongo_db_name]) is None  # written, never switched here
+    finally:
+        client.drop_database(mongo_db_name)
+        client.close()
     with pytest.raises(InvalidId, match="invalid snapshot id 'bad id!'"):
         feature_collection("users", "bad id!")
 

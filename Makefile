@@ -29,9 +29,13 @@ install: $(STAMP)
 # platform (one file for Linux x86_64 and aarch64 alike). The current pins are kept where they still
 # fit; move them with LOCK_ARGS=--upgrade or LOCK_ARGS="--upgrade-package NAME". The gpu extra
 # (torch) is left out: it is installed on its own where wanted. `make install` then applies it.
+# The file is replaced only when it changed, so an unchanged lock does not trigger a reinstall.
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
-		--custom-compile-command "make lock" --output-file $(LOCK) $(LOCK_ARGS)
+	cp $(LOCK) $(LOCK).new
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --quiet \
+		--custom-compile-command "make lock" --output-file $(LOCK).new $(LOCK_ARGS)
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; echo "$(LOCK) unchanged"; \
+	else mv $(LOCK).new $(LOCK); echo "$(LOCK) updated"; fi
 
 mongo-start: $(STAMP)
 	@if [ -z "$$MONGODB_URI" ]; then $(BIN)/recsys mongo start; \

@@ -88,7 +88,10 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPre
     data_dir = tmp_path_factory.mktemp("prefect-data")
     home = tmp_path_factory.mktemp("home")
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    # Nothing inherited from the caller's Prefect settings or from an outer `make test`.
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PREFECT_")
+           and key not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DATA_DIR"}}
     env.update(HOME=str(home), RECSYS_DATA_DIR=str(data_dir), PREFECT_PORT=str(port),
                PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1", PREFECT_UI_ENABLED="false",
                PREFECT_LOGGING_LEVEL="WARNING")

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from recsys.errors import RecsysError
+from recsys.ids import new_run_id
 from recsys.settings import Settings, load_settings
 
 features_app = typer.Typer(help="Feature store: point-in-time builds, snapshots, online store.",
@@ -46,8 +47,9 @@ def parse_as_of(value: str) -> datetime:
 
 
 def _new_snapshot_id(as_of: datetime | None) -> str:
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"asof{as_of.strftime('%Y%m%dT%H%M%SZ')}-{now}" if as_of else f"latest-{now}"
+    """`asof<cut-off>-<run id>` or `latest-<run id>`: unique even for builds in the same second."""
+    run = new_run_id()
+    return f"asof{as_of.strftime('%Y%m%dT%H%M%SZ')}-{run}" if as_of else f"latest-{run}"
 
 
 @features_app.command("build")
@@ -220,7 +222,9 @@ def materialize_cmd(
     The online store switches to a snapshot only when a model that uses it is published
     (`recsys models promote`, the pipeline), so features and model change together.
     """
-    from features.online import write_online
+    from features.online import write_snapshot
+    from recsys.mongo import open_database
+    from serving.lock import publish_lock
     from features.snapshot import load_manifest
 
     settings = load_settings()
@@ -228,7 +232,11 @@ def materialize_cmd(
     if sid is None:
         raise _fail(f"no feature snapshot in {settings.features_dir}")
     try:
-        summary = write_online(load_manifest(settings.features_dir, sid), settings=settings)
+        manifest = load_manifest(settings.features_dir, sid)
+        # under the publish lock: a publish cleans up half-written snapshots while it holds it
+        with open_database(settings) as db, publish_lock(
+                db, settings, holder=f"recsys features materialize {sid}"):
+            summary = write_snapshot(db, manifest, batch_size=settings.publish_batch_size)
     except RecsysError as error:
         raise _fail(str(error)) from None
     state = "written" if summary["rewritten"] else "already written"

@@ -8,7 +8,7 @@ one leaves the previous snapshot online. Collection names come from `recsys/mong
 
 `serving.publish.publish_model` writes a model's snapshot here (`write_snapshot`) and switches to
 it together with the model (`switch_online`); nothing else switches the online store.
-`recsys features materialize` only writes a snapshot ahead of time (`write_online`).
+`recsys features materialize` only writes a snapshot ahead of time (under the publish lock).
 
 Document shapes (datetimes are UTC; ids are strings):
 
@@ -60,9 +60,7 @@ from recsys.mongo import (
     ONLINE_POINTER_ID,
     feature_collection,
     feature_collections,
-    open_database,
 )
-from recsys.settings import Settings
 from recsys.versions import VersionedCollections
 
 log = logging.getLogger(__name__)
@@ -167,6 +165,11 @@ def switch_online(db: Database, snapshot_id: str) -> str | None:
     return online_versions(db).switch(snapshot_id)
 
 
+def revert_online(db: Database, snapshot_id: str, previous: str | None) -> None:
+    """Undo `switch_online(db, snapshot_id)` that returned `previous` (None: no pointer before)."""
+    online_versions(db).revert_switch(snapshot_id, previous)
+
+
 def prune_online(db: Database, *, keep: int, protect: Iterable[str] = ()) -> list[str]:
     """Drop materialized snapshots beyond the newest `keep`; never the online one nor `protect`.
 
@@ -198,13 +201,3 @@ def read_online_features(db: Database, entity: str, ids: list[str]) -> dict[str,
         return {}
     coll = db[feature_collection(entity, sid)]
     return {doc["_id"]: doc for doc in coll.find({"_id": {"$in": list(ids)}})}
-
-
-def write_online(manifest: Manifest, *, settings: Settings) -> dict[str, Any]:
-    """`write_snapshot` into `settings.mongodb_db`, `publish_batch_size` documents per insert.
-
-    Only writes: the online store switches to a snapshot when a model that uses it is published
-    (`serving.publish.publish_model`), so features and model always change together.
-    """
-    with open_database(settings) as db:
-        return write_snapshot(db, manifest, batch_size=settings.publish_batch_size)

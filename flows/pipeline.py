@@ -69,14 +69,17 @@ def train_score_gate_publish(manifest_file: Path, version: str, settings: Settin
     summary: dict[str, Any] = {}
     if publish and decision["publish"]:
         # publish_model switches the model and its online features together, under the lock
-        summary = run_stage("publish", publish_version, model_dir, settings)
+        summary = run_stage("publish", publish_version, model_dir, settings,
+                            decision["champion_version"])
     else:
         why = decision["reason"] if not decision["publish"] else "publishing not requested"
         note_champion_kept(Path(model_dir).name, why)
     return PipelineResult(run_id=run_id or version, version=Path(model_dir).name,
                           model_dir=str(model_dir),
                           metrics=model_metadata(Path(model_dir)).get("metrics", {}),
-                          publish=summary, published=bool(summary), gate=decision)
+                          publish=summary,
+                          published=bool(summary) and not summary.get("superseded"),
+                          gate=decision)
 
 
 @flow(name="batch-pipeline", on_completion=[report_run_outcome],

@@ -43,6 +43,7 @@ from flows.ledger import read_ledger, record_outcome
 from flows.reporting import markdown_table
 from ingest.raw_store import StoredBatch
 from ingest.report import ValidationReport
+from ingest.sanitize import md_text
 from ingest.stage import ingest_batch
 from recsys.errors import RecsysError, StageFailed
 from recsys.settings import Settings
@@ -144,12 +145,14 @@ def validate_batch(input_dir: Path, run_id: str, settings: Settings) -> StoredBa
     (idempotent per batch). Returns the batch as stored."""
 
     def publish_report(report: ValidationReport) -> None:  # on success and before a rejection
+        # to_markdown() shortens and escapes the batch's values; the folder name is escaped too.
         create_markdown_artifact(key="validation-report", markdown=report.to_markdown(),
-                                 description=f"Data contract results for {input_dir}")
+                                 description=f"Data contract results for {md_text(input_dir)}")
         link = _report_link(report)
         if link:
             create_link_artifact(key="validation-data-docs", link=link, link_text="Data Docs",
-                                 description=f"Great Expectations Data Docs for {input_dir}")
+                                 description="Great Expectations Data Docs for "
+                                             f"{md_text(input_dir)}")
 
     stored = ingest_batch(input_dir, run_id=run_id, settings=settings,
                           on_report=publish_report).stored
@@ -227,13 +230,15 @@ def gate_model(model_dir: Path, manifest_file: Path, settings: Settings) -> dict
 @task(name="publish-version", task_run_name="publish {model_dir.name}",
       timeout_seconds=PUBLISH_TIMEOUT_S, **MONGO_RETRIES)
 @expected_errors_fail
-def publish_version(model_dir: Path, settings: Settings) -> dict[str, Any]:
+def publish_version(model_dir: Path, settings: Settings, champion: str | None) -> dict[str, Any]:
     """Serve the new version through `serving.publish.publish_model`: under the publish lock,
     write and verify it, materialize its feature snapshot online, switch the model and the
     online features together, prune old ones. A version that is already active (an unchanged
-    input, served from the cache) is not written again (`skipped`)."""
+    input, served from the cache) is not written again (`skipped`); when the active version is
+    no longer the `champion` the gate compared against, nothing is switched (`superseded`)."""
     version = Path(model_dir).name
-    summary = publish_model(settings, version, holder=f"pipeline publish {version}").to_dict()
+    summary = publish_model(settings, version, holder=f"pipeline publish {version}",
+                            expected_active=champion).to_dict()
     create_markdown_artifact(key="publish-summary", markdown=markdown_table(summary),
                              description=f"Published model version {version}")
     return summary

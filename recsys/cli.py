@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pymongo.errors import PyMongoError
 
 from recsys.errors import RecsysError
 from recsys.settings import load_settings
@@ -180,12 +181,19 @@ def pipeline(
     input_dir: Annotated[Path, typer.Option("--input", help="batch directory")],
     run_id: Annotated[str | None, typer.Option(help="run id (default: new)")] = None,
 ) -> None:
-    """Run validate -> features -> train -> publish (locally; no Prefect server needed)."""
+    """Run validate -> features -> train -> publish (locally; no Prefect server needed).
+
+    Without PREFECT_API_URL the run starts its own temporary Prefect server, which stops with
+    the run, even when the run is killed.
+    """
     _configure_prefect_defaults()
+    load_settings()  # a wrong setting ends here in one line, not in a traceback from the flow
+    from flows.local_server import local_prefect_api
     from flows.pipeline import PipelineResult, batch_pipeline
 
     started = time.perf_counter()
-    state = batch_pipeline(str(input_dir), run_id=run_id, return_state=True)
+    with local_prefect_api():
+        state = batch_pipeline(str(input_dir), run_id=run_id, return_state=True)
     elapsed = time.perf_counter() - started
     if not state.is_completed():
         raise _fail(f"pipeline failed after {elapsed:.1f}s: {state.message}")
@@ -222,4 +230,9 @@ def run() -> None:  # pragma: no cover - console entry for `python -m recsys`
         app()
     except RecsysError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except PyMongoError as error:  # an outage is one line, not a driver traceback
+        first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        typer.secho(f"error: MongoDB unavailable ({type(error).__name__}: {first})",
+                    fg=typer.colors.RED, err=True)
         sys.exit(1)

@@ -76,7 +76,10 @@ class StageFailed(RecsysError):
 
 
 class ModelError(RecsysError):
-    """Training or evaluation input is unusable (empty matrix, shape mismatch, ...)."""
+    """Training or evaluation input is unusable (empty matrix, shape mismatch, ...), or a saved
+    model version is incomplete or damaged."""
+
+    status_code = 422
 
 
 class PublishError(RecsysError):
@@ -141,6 +144,10 @@ class SettingsError(RecsysError):
 
 class MongoServerError(RecsysError):
     """The embedded MongoDB server could not be started, stopped or reached."""
+
+
+class PrefectServerError(RecsysError):
+    """The local Prefect API server of a run could not be started."""
 
 
 class FeatureStoreError(RecsysError):

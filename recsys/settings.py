@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     top_n: int = Field(50, ge=1, le=1000, description="recommendations stored per user")
     similar_n: int = Field(20, ge=1, le=1000, description="similar items stored per item")
     popular_n: int = Field(100, ge=1, le=10000, description="length of the popular-items list")
-    keep_versions: int = Field(3, ge=1, description="published versions kept in MongoDB")
+    keep_versions: int = Field(
+        3, ge=2, description="published versions kept in MongoDB (at least 2: the one just "
+        "replaced stays while API workers still follow the old pointer, and for rollback)")
     publish_batch_size: int = Field(5000, ge=1)
     publish_lock_ttl_s: float = Field(
         60.0, ge=1, description="lease of the publish lock: a holder renews it every third of "
@@ -149,7 +151,9 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field("", description="comma-separated X-API-Key values; empty = no auth")
     admin_api_keys: str = Field("", description="comma-separated admin keys; empty = no admin")
-    api_rate_limit_per_second: float = Field(1000.0, ge=0, description="per key/IP; 0 = off")
+    api_rate_limit_per_second: float = Field(
+        0.0, ge=0, description="requests/s per API key (per client IP when no keys are "
+        "configured); 0 = off (the default)")
     api_rate_limit_burst: int = Field(2000, ge=1)
     api_max_body_bytes: int = Field(262_144, ge=1024)
     api_batch_max_users: int = Field(1000, ge=1, le=10_000)
@@ -179,6 +183,9 @@ class Settings(BaseSettings):
     validate_chunk_rows: int = Field(
         1_000_000, ge=1, description="an interactions file of more rows is validated and "
         "written chunk by chunk, this many rows at a time (RECSYS_VALIDATE_CHUNK_ROWS)")
+    max_line_bytes: int = Field(
+        1024 * 1024, ge=1024, description="longest CSV line, and longest parquet text value, "
+        "a batch may hold; longer is refused before parsing (RECSYS_MAX_LINE_BYTES)")
 
     @classmethod
     def settings_customise_sources(

@@ -204,12 +204,14 @@ class VersionedCollections:
         # A concurrent drop may have taken the version out of 'ready' between our check and
         # the write: put the pointer back rather than serve a gap.
         if not self.is_ready(version):
-            self._restore_pointer(version, previous)
+            self.revert_switch(version, previous)
             raise self.error(f"{self.kind} {version!r} changed state while being switched to")
         logger.info("switched %s to %s (previous: %s)", self.kind, version, previous)
         return previous
 
-    def _restore_pointer(self, version: str, previous: str | None) -> None:
+    def revert_switch(self, version: str, previous: str | None) -> None:
+        """Undo `switch(version)` that returned `previous`: point back at it (or remove the
+        pointer when there was none). Does nothing when the pointer has moved on since."""
         if previous:
             self.pointer.update_one(
                 {"_id": self.pointer_id, self.pointer_field: version},

@@ -14,6 +14,12 @@ admin route `POST /admin/active-version` all call `publish_model`. Holding the p
 5. prunes old model versions (`keep_versions`, never the active one) and old online snapshots
    (`feature_online_keep`, never one a kept model version was trained on).
 
+A caller that decided on a version against a champion (the pipeline's gate) passes it as
+``expected_active``: when another publish, promote or rollback changed the active version while
+this one waited for the lock, nothing is switched and the result says ``superseded``. The admin
+route passes ``write_missing=False``: the API switches between versions MongoDB already holds and
+never writes one (that is `recsys models promote`, which has the models directory).
+
 Online features rule: when the model's snapshot is neither online nor on disk (or lacks the
 user/item feature views), the model is still switched, the online features stay as they were,
 a warning is logged and the result says ``online_switched: False``. A snapshot that exists but
@@ -33,21 +39,29 @@ from features.online import (
     cleanup_online,
     is_materialized,
     prune_online,
+    revert_online,
     switch_online,
     write_snapshot,
 )
 from features.snapshot import load_manifest
-from recsys.errors import FeatureStoreError, PublishError
+from recsys.errors import FeatureStoreError, NotFound, PublishError
 from recsys.ids import check_id
 from recsys.mongo import open_database
 from recsys.settings import Settings
 from serving.artifacts import payload_for_version
-from serving.lock import publish_lock
+from serving.lock import PublishLock, publish_lock
 from serving.store import MongoServingStore, referenced_snapshots
 
 logger = logging.getLogger(__name__)
 
 ALREADY_ACTIVE = "already the active version"
+
+
+class _Unset:
+    """Marks `expected_active` as not given (None is a real value: nothing served yet)."""
+
+
+UNSET = _Unset()
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class PublishResult:
         online_previous: the snapshot online before.
         dropped_versions: model versions pruned.
         dropped_snapshots: online snapshots pruned.
+        superseded: why nothing was switched although the call succeeded (the active version
+            was no longer the expected one), else None.
     """
 
     version: str
@@ -80,6 +96,7 @@ class PublishResult:
     online_previous: str | None = None
     dropped_versions: list[str] = field(default_factory=list)
     dropped_snapshots: list[str] = field(default_factory=list)
+    superseded: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, with ``active_version`` (for artifacts and CLI output)."""
@@ -111,7 +128,9 @@ def _ensure_online(db: Database, settings: Settings, version: str,
 
 
 def publish_model(settings: Settings, version: str, *, holder: str | None = None,
-                  lock_timeout_s: float | None = None) -> PublishResult:
+                  lock_timeout_s: float | None = None,
+                  expected_active: str | None | _Unset = UNSET,
+                  write_missing: bool = True) -> PublishResult:
     """Serve model `version`: the only function that changes what is served.
 
     See the module docstring for the steps. Publishing the active version again writes nothing
@@ -124,6 +143,10 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
         holder: who publishes, shown to callers waiting for the lock (default "publish <v>").
         lock_timeout_s: how long to wait for the lock (default
             `settings.publish_lock_timeout_s`).
+        expected_active: the version the caller decided against (None: nothing served); when
+            the active version differs once the lock is held, nothing changes (``superseded``).
+        write_missing: write the version from the models directory when MongoDB lacks it;
+            False raises NotFound instead.
 
     Returns:
         A `PublishResult`.
@@ -139,34 +162,73 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
     check_id(version, kind="model version")
     with open_database(settings) as db, publish_lock(
             db, settings, holder=holder or f"publish {version}", timeout_s=lock_timeout_s) as lock:
-        store = MongoServingStore(db)
-        store.cleanup_incomplete()
-        cleanup_online(db)
-        counts: dict[str, int] = {}
-        if not store.is_ready(version):
-            summary = store.publish(payload_for_version(settings, version),
-                                    batch_size=settings.publish_batch_size)
-            counts = summary["counts"]
-        doc = store.get_version(version) or {}
-        snapshot = (doc.get("metadata") or {}).get("feature_snapshot")
-        snapshot = str(snapshot) if snapshot else None
-        online_ready, online_written = _ensure_online(db, settings, version, snapshot)
+        return _serve(db, lock, settings, version, expected_active=expected_active,
+                      write_missing=write_missing)
 
-        lock.ensure_held()  # the lease must still be ours before anything switches
-        online_previous = switch_online(db, snapshot) if online_ready and snapshot else None
-        try:
-            previous = store.activate(version)
-        except BaseException:
-            if online_previous and online_previous != snapshot:
-                switch_online(db, online_previous)
-            raise
-        skipped = ALREADY_ACTIVE if previous == version else None
-        if skipped:
-            previous = store.previous_version()
 
-        dropped_versions = store.prune(settings.keep_versions)
-        dropped_snapshots = prune_online(db, keep=settings.feature_online_keep,
-                                         protect=referenced_snapshots(db))
+def rollback_model(settings: Settings, *, holder: str | None = None,
+                   lock_timeout_s: float | None = None) -> PublishResult:
+    """Serve the previously active model version again, through the same steps and lock as
+    `publish_model`. The previous version is read once the lock is held, so a rollback queued
+    behind another publish undoes that publish, not an older one.
+
+    Raises:
+        PublishError: there is no previous version.
+        (and whatever `publish_model` raises)
+    """
+    with open_database(settings) as db, publish_lock(
+            db, settings, holder=holder or "rollback", timeout_s=lock_timeout_s) as lock:
+        previous = MongoServingStore(db).previous_version()
+        if not previous:
+            raise PublishError("no previous version to roll back to")
+        return _serve(db, lock, settings, previous)
+
+
+def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
+           expected_active: str | None | _Unset = UNSET,
+           write_missing: bool = True) -> PublishResult:
+    """The steps of the module docstring; the caller holds the publish lock."""
+    store = MongoServingStore(db)
+    store.cleanup_incomplete()
+    cleanup_online(db)
+    active = store.active_version()
+    if not isinstance(expected_active, _Unset) and active != expected_active:
+        why = (f"the active version changed from {expected_active} to {active} while this "
+               f"publish waited; {version} was decided against {expected_active} and is not "
+               "served")
+        logger.warning("%s", why)
+        return PublishResult(version=str(active), previous_version=store.previous_version(),
+                             skipped=why, superseded=why)
+    counts: dict[str, int] = {}
+    if not store.is_ready(version):
+        if not write_missing:
+            raise NotFound(f"model version {version!r} is not published in MongoDB; publish it "
+                           f"with `recsys models promote {version}`")
+        summary = store.publish(payload_for_version(settings, version),
+                                batch_size=settings.publish_batch_size)
+        counts = summary["counts"]
+    doc = store.get_version(version) or {}
+    snapshot = (doc.get("metadata") or {}).get("feature_snapshot")
+    snapshot = str(snapshot) if snapshot else None
+    online_ready, online_written = _ensure_online(db, settings, version, snapshot)
+
+    lock.ensure_held()  # the lease must still be ours before anything switches
+    online_previous = switch_online(db, snapshot) if online_ready and snapshot else None
+    try:
+        previous = store.activate(version)
+    except BaseException:
+        if online_ready and snapshot and online_previous != snapshot:
+            revert_online(db, snapshot, online_previous)
+        raise
+    skipped = ALREADY_ACTIVE if previous == version else None
+    if skipped:
+        previous = store.previous_version()
+
+    # the version just replaced stays: API workers may still follow the old pointer, and it is
+    # what a rollback serves
+    dropped_versions = store.prune(settings.keep_versions, protect={previous} - {None})
+    dropped_snapshots = prune_online(db, keep=settings.feature_online_keep,
+                                     protect=referenced_snapshots(db))
     result = PublishResult(
         version=version, previous_version=previous, skipped=skipped, written=bool(counts),
         counts=counts, feature_snapshot=snapshot, online_switched=online_ready,
@@ -176,19 +238,3 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
                 previous, f", {skipped}" if skipped else "",
                 f"on snapshot {snapshot}" if online_ready else "not switched")
     return result
-
-
-def rollback_model(settings: Settings, *, holder: str | None = None,
-                   lock_timeout_s: float | None = None) -> PublishResult:
-    """Serve the previously active model version again: `publish_model(previous)`.
-
-    Raises:
-        PublishError: there is no previous version.
-        (and whatever `publish_model` raises)
-    """
-    with open_database(settings) as db:
-        previous = MongoServingStore(db).previous_version()
-    if not previous:
-        raise PublishError("no previous version to roll back to")
-    return publish_model(settings, previous, holder=holder or f"rollback to {previous}",
-                         lock_timeout_s=lock_timeout_s)

@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pymongo.database import Database
@@ -80,17 +80,6 @@ from serving.payload import PublishPayload
 logger = logging.getLogger(__name__)
 
 VERIFY_SAMPLE = 32  # users checked against the payload after writing
-
-
-class ServingStore(Protocol):
-    """The small interface the publish path needs: write a version, read, switch, drop."""
-
-    def publish(self, payload: PublishPayload, *, batch_size: int = 5000) -> dict[str, Any]: ...
-    def activate(self, version: str) -> str | None: ...
-    def active_version(self) -> str | None: ...
-    def list_versions(self) -> list[dict[str, Any]]: ...
-    def prune(self, keep: int, protect: Iterable[str] = ()) -> list[str]: ...
-    def cleanup_incomplete(self) -> list[str]: ...
 
 
 def serving_versions(db: Database) -> VersionedCollections:

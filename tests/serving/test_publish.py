@@ -111,13 +111,60 @@ def test_publish_writes_from_the_registry_switches_features_and_rolls_back(
 
 
 def test_prune_drops_old_versions_and_their_snapshots(settings: Settings, db: Database) -> None:
-    one = settings.model_copy(update={"keep_versions": 1})
-    publish_model(one, "v1")
-    result = publish_model(one, "v2")
+    publish_model(settings, "v1")
+    assert publish_model(settings, "v2").dropped_versions == []  # v1 is the rollback target
+    # a third version (no feature snapshot of its own): keep_versions=2 keeps it and v2
+    MongoServingStore(db).publish(make_payload("v3"))
+    result = publish_model(settings, "v3")
+    assert result.previous_version == "v2"
     assert result.dropped_versions == ["v1"] and result.dropped_snapshots == ["s1"]
-    assert not is_materialized(db, "s1") and _state(db) == ("v2", "s2")
+    assert not is_materialized(db, "s1") and _state(db) == ("v3", "s2")
     # a rollback target that was pruned is written again from the registry
-    assert publish_model(one, "v1").written and _state(db) == ("v1", "s1")
+    assert publish_model(settings, "v1").written and _state(db) == ("v1", "s1")
+
+
+def test_keep_versions_below_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="keep_versions"):
+        Settings(keep_versions=1)
+
+
+def test_first_publish_whose_model_switch_fails_leaves_no_online_pointer(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_activate(self: MongoServingStore, version: str) -> str | None:
+        raise PublishError("injected failure of the model switch")
+
+    monkeypatch.setattr(MongoServingStore, "activate", broken_activate)
+    with pytest.raises(PublishError, match="injected"):
+        publish_model(settings, "v1")
+    assert online_snapshot(db) is None  # features never ahead of the (absent) model
+
+
+def test_a_publish_decided_against_another_champion_is_superseded(
+    settings: Settings, db: Database
+) -> None:
+    publish_model(settings, "v1")
+    publish_model(settings, "v2")  # e.g. an operator promoted v2 while a run was gating
+    result = publish_model(settings, "v1", expected_active="v1")
+    assert result.superseded and "changed from v1 to v2" in result.superseded
+    assert _state(db) == ("v2", "s2") and result.version == "v2"
+
+
+def test_rollback_reads_its_target_under_the_lock(settings: Settings, db: Database) -> None:
+    publish_model(settings, "v1")
+    publish_model(settings, "v2")
+    lock = PublishLock(db, ttl_s=30, timeout_s=1, holder="a publish of v1 in progress")
+    lock.acquire()
+    done: list[str] = []
+    waiter = threading.Thread(target=lambda: done.append(
+        rollback_model(settings.model_copy(update={"publish_lock_timeout_s": 30})).version))
+    waiter.start()
+    time.sleep(1.0)
+    # the publish holding the lock switches to v1; the rollback queued behind it undoes that
+    MongoServingStore(db).activate("v1")
+    lock.release()
+    waiter.join(timeout=60)
+    assert done == ["v2"] and _state(db)[0] == "v2"
 
 
 def test_a_snapshot_gone_everywhere_still_switches_the_model(
@@ -229,8 +276,8 @@ def test_models_rollback_holds_the_lock_and_switches_the_features(
 async def test_admin_switch_holds_the_lock_and_switches_the_features(
     settings: Settings, db: Database
 ) -> None:
+    publish_model(settings, "v2")
     publish_model(settings, "v1")
-    switch_online(db, "s1")
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -241,7 +288,10 @@ async def test_admin_switch_holds_the_lock_and_switches_the_features(
                 assert busy.status_code == 409
                 assert "held by another publish" in busy.json()["detail"]
                 assert _state(db) == ("v1", "s1")
-            # v2 is not in MongoDB yet: the admin switch writes it from the registry
+            # the API never writes a version: one MongoDB lacks is a 404 naming the command
+            absent = await client.post("/admin/active-version", json={"version": "v9"})
+            assert absent.status_code == 404
+            assert "recsys models promote v9" in absent.json()["detail"]
             r = await client.post("/admin/active-version", json={"version": "v2"})
             assert r.status_code == 200, r.text
             assert r.json() == {"active_version": "v2", "previous_version": "v1"}

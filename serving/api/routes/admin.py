@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from recsys.errors import Conflict, PublishError
 from recsys.mongo import mongo_client
 from serving.api.deps import ServicesDep, require_admin
-from serving.api.models import ActivatePublic, ActivateRequest, ErrorPublic, VersionPublic
+from serving.api.models import ActivatePublic, ActivateRequest, VersionPublic, error_responses
 from serving.publish import publish_model
 from serving.store import MongoServingStore
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 429))
 
 ADMIN_LOCK_WAIT_S = 30.0
 """Longest an admin request waits for another publish (capped by the lock timeout setting)."""
@@ -38,23 +39,23 @@ async def list_versions(request: Request) -> list[dict[str, Any]]:
 @router.post(
     "/active-version",
     response_model=ActivatePublic,
-    responses={404: {"model": ErrorPublic}, 409: {"model": ErrorPublic}},
+    responses=error_responses(400, 404, 409, 413),
     summary="Serve a model version (switch or roll back in one step)",
 )
 async def set_active_version(
     body: ActivateRequest, request: Request, svc: ServicesDep
 ) -> dict[str, Any]:
     """Serve `version` through the one publish path (`serving.publish.publish_model`): under the
-    publish lock, written from the model registry if MongoDB does not have it ready, with the
-    online features of its snapshot. This process serves it at once, other workers within
-    `RECSYS_ACTIVE_POLL_SECONDS`. 404: unknown version; 409: it cannot be switched to now (e.g.
-    another publish holds the lock)."""
+    publish lock, with the online features of its snapshot. The API only switches between
+    versions MongoDB already holds (it never writes one: that is `recsys models promote`). This
+    process serves it at once, other workers within `RECSYS_ACTIVE_POLL_SECONDS`. 404: not a
+    published version; 409: it cannot be switched to now (e.g. another publish holds the lock)."""
     settings = svc.settings
     wait = min(settings.publish_lock_timeout_s, ADMIN_LOCK_WAIT_S)
     try:
         result = await anyio.to_thread.run_sync(lambda: publish_model(
             settings, body.version, holder=f"POST /admin/active-version {body.version}",
-            lock_timeout_s=wait))
+            lock_timeout_s=wait, write_missing=False))
     except PublishError as exc:
         raise Conflict(str(exc)) from exc
     await svc.active.refresh()

@@ -1,7 +1,7 @@
 """Retention of offline feature snapshots: keep the newest K, never a protected one.
 
 Which snapshots are protected is the caller's to say: the composition root (the CLI or the
-maintenance flow, `flows.maintenance.protected_snapshots`) asks the owners -- the model registry
+maintenance flow, `flows.housekeeping.protected_snapshots`) asks the owners -- the model registry
 for the snapshots its saved models were trained on, the serving store for the ones its versions
 use, the online feature store for the ones it has materialized. This module only knows the
 snapshots on disk.

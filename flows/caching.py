@@ -23,7 +23,7 @@ from features.stage import build_params
 from ingest.raw_store import list_batches
 from recsys.hashing import file_sha256
 from recsys.settings import Settings
-from training.registry import IDS_FILE, MODEL_FILE
+from training.registry import IDS_FILE, MODEL_FILE, model_metadata
 
 # Settings that change what a stage produces; a change to any of them invalidates the cache.
 TRAINING_SETTINGS = ("factors", "regularization", "alpha", "iterations", "seed", "eval_k",
@@ -98,9 +98,9 @@ def train_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 def score_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Cache key of scoring: the model's files + feature content + list lengths."""
-    model_dir = Path(parameters["model_dir"])
-    return _key("score", {"model": {name: file_sha256(model_dir / name)
-                                    for name in (MODEL_FILE, IDS_FILE)},
+    """Cache key of scoring: the model's files (their checksums, as the registry recorded them at
+    save time) + feature content + list lengths."""
+    checksums = model_metadata(Path(parameters["model_dir"])).get("checksums", {})
+    return _key("score", {"model": {name: checksums.get(name) for name in (MODEL_FILE, IDS_FILE)},
                           "manifest": _manifest_content(parameters["manifest_file"]),
                           "settings": _settings_part(parameters["settings"], SCORING_SETTINGS)})

@@ -1,7 +1,7 @@
 """Retention keeps the newest K snapshots and every protected one.
 
 Which snapshots are protected (those of saved models, of published versions, of online
-materializations) is composed by the caller: see tests/infra/test_prune_health.py.
+materializations) is composed by the caller: see tests/flows/test_housekeeping.py.
 """
 
 import pytest

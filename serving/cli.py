@@ -57,10 +57,12 @@ def restore_cmd(
     db: Annotated[str | None, typer.Option("--db", help="target database (default: the one "
                                                         "backed up)")] = None,
     method: MethodOption = "auto",
-    no_drop: Annotated[bool, typer.Option("--no-drop", help="keep existing collections")]
-    = False,
+    no_drop: Annotated[bool, typer.Option(
+        "--no-drop", help="never replace a collection: refuse (before writing anything) when "
+                          "one of the backup's collections already holds documents")] = False,
 ) -> None:
-    """Restore a backup folder into MONGODB_URI; print the restored counts (JSON)."""
+    """Verify a backup folder, restore it into MONGODB_URI (staged, then swapped in) and print
+    the restored counts (JSON). A bad backup is reported in one line; the target is untouched."""
     settings = load_settings()
     try:
         result = restore_database(backup_dir, settings.mongodb_uri, db, method=_method(method),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,16 +11,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pymongo.asynchronous.database import AsyncDatabase
 
-from recsys.errors import RateLimited, ServiceUnavailable
+from recsys.errors import RateLimited, ServiceUnavailable, Unauthorized
 from recsys.settings import Settings
 from serving.api.active import ActiveState, ActiveVersionCache
 from serving.api.cache import DocumentCache, MongoGuard
+from serving.api.ids import check_entity_id
 from serving.api.metrics import ApiMetrics
+from serving.api.models import FILTER_PATTERN, FilterSpec
+from serving.api.openapi import SETTING_MAXIMUM
 from serving.api.security import API_KEY_HEADER, KeyChecker, TokenBucketLimiter
 
 DEFAULT_K = 10
 MAX_EXCLUDE = 500
 MAX_FILTERS = 10
+_FILTER_RE = re.compile(FILTER_PATTERN)
 
 
 @dataclass
@@ -64,27 +69,41 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                         description="required when RECSYS_API_KEYS is set")
 
 
-def _rate_limit(request: Request, key: str | None) -> None:
-    limiter: TokenBucketLimiter = request.app.state.limiter
-    caller = f"key:{key}" if key else f"ip:{request.client.host if request.client else '-'}"
-    wait = limiter.allow(caller)
+def _refuse(request: Request, message: str, wait: float) -> RateLimited:
+    request.app.state.metrics.rate_limited.inc()
+    return RateLimited(message, retry_after=max(1, round(wait + 0.5)))
+
+
+def _guard(request: Request, key: str | None, *, admin: bool) -> None:
+    """Throttle failed authentications per client address, check the key, then rate-limit the
+    caller: the validated key, or the client address when the API is open (a header that was
+    not validated never names a bucket, so fresh random keys cannot dodge the limit)."""
+    state = request.app.state
+    address = request.client.host if request.client else "-"
+    failures: TokenBucketLimiter = state.auth_failures
+    wait = failures.wait(address)
     if wait > 0:
-        request.app.state.services.metrics.rate_limited.inc()
-        raise RateLimited("rate limit exceeded", retry_after=max(1, round(wait + 0.5)))
+        raise _refuse(request, "too many failed authentications from this address", wait)
+    checker: KeyChecker = state.keys
+    try:
+        valid = checker.check(key, admin=admin)
+    except Unauthorized:
+        failures.allow(address)  # takes one of the address's tokens
+        raise
+    limiter: TokenBucketLimiter = state.limiter
+    wait = limiter.allow(f"key:{valid}" if valid else f"ip:{address}")
+    if wait > 0:
+        raise _refuse(request, "rate limit exceeded", wait)
 
 
 async def require_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Every endpoint but /health: a valid key when keys are configured, then the rate limit."""
-    checker: KeyChecker = request.app.state.keys
-    checker.check(key)
-    _rate_limit(request, key)
+    _guard(request, key, admin=False)
 
 
 async def require_admin(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Admin endpoints: always an admin key."""
-    checker: KeyChecker = request.app.state.keys
-    checker.check(key, admin=True)
-    _rate_limit(request, key)
+    _guard(request, key, admin=True)
 
 
 # ------------------------------------------------------------------ list options
@@ -130,13 +149,18 @@ def build_options(
     if offset > limit:
         raise _invalid((where, "offset"), f"offset must be <= {limit}", offset)
     excluded = frozenset(x for raw in exclude or () for x in raw.split(",") if x)
+    for item_id in excluded:
+        try:
+            check_entity_id(item_id, what="an excluded item id")
+        except ValueError as error:
+            raise _invalid((where, "exclude"), str(error), None) from None
     if len(excluded) > MAX_EXCLUDE:
         raise _invalid((where, "exclude"), f"at most {MAX_EXCLUDE} excluded ids", len(excluded))
     pairs: list[tuple[str, str]] = [("genres", g) for g in genre or () if g]
     for raw in filters or ():
-        attr, sep, value = raw.partition(":")
-        if not sep or not attr or not value:
+        if not _FILTER_RE.fullmatch(raw):
             raise _invalid((where, "filter"), "filter must look like attribute:value", raw)
+        attr, _, value = raw.partition(":")
         pairs.append((attr, value))
     if len(pairs) > MAX_FILTERS:
         raise _invalid((where, "filter"), f"at most {MAX_FILTERS} filters", len(pairs))
@@ -150,13 +174,23 @@ _GENRE_DOC = "keep items of this genre (shorthand for filter=genres:VALUE)"
 _FILTER_DOC = "attribute:value on materialised item attributes, e.g. genres:Comedy; all must match"
 
 
+def _k(setting: str, limit_name: str) -> object:
+    return Query(ge=1, description=_K_DOC.format(limit_name),
+                 json_schema_extra={SETTING_MAXIMUM: setting})
+
+
+def _offset(setting: str) -> object:
+    return Query(ge=0, description="items to skip (pagination)",
+                 json_schema_extra={SETTING_MAXIMUM: setting})
+
+
 async def get_rec_options(
     settings: SettingsDep,
-    k: Annotated[int | None, Query(ge=1, description=_K_DOC.format("RECSYS_TOP_N"))] = None,
-    offset: Annotated[int, Query(ge=0, description="items to skip (pagination)")] = 0,
+    k: Annotated[int | None, _k("top_n", "RECSYS_TOP_N")] = None,
+    offset: Annotated[int, _offset("top_n")] = 0,
     exclude: Annotated[list[str] | None, Query(description=_EXCLUDE_DOC)] = None,
     genre: Annotated[list[str] | None, Query(description=_GENRE_DOC)] = None,
-    filter: Annotated[list[str] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
+    filter: Annotated[list[FilterSpec] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
     explain: Annotated[bool, Query(description="add `because` to each item")] = False,
 ) -> ListOptions:
     return build_options(k=k, limit=settings.top_n, offset=offset, exclude=exclude,
@@ -165,11 +199,11 @@ async def get_rec_options(
 
 async def get_similar_options(
     settings: SettingsDep,
-    k: Annotated[int | None, Query(ge=1, description=_K_DOC.format("RECSYS_SIMILAR_N"))] = None,
-    offset: Annotated[int, Query(ge=0, description="items to skip (pagination)")] = 0,
+    k: Annotated[int | None, _k("similar_n", "RECSYS_SIMILAR_N")] = None,
+    offset: Annotated[int, _offset("similar_n")] = 0,
     exclude: Annotated[list[str] | None, Query(description=_EXCLUDE_DOC)] = None,
     genre: Annotated[list[str] | None, Query(description=_GENRE_DOC)] = None,
-    filter: Annotated[list[str] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
+    filter: Annotated[list[FilterSpec] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
 ) -> ListOptions:
     return build_options(k=k, limit=settings.similar_n, offset=offset, exclude=exclude,
                          genre=genre, filters=filter, explain=False)

@@ -20,18 +20,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from recsys.errors import RecsysError
 from recsys.mongo import CODEC_OPTIONS, async_mongo_client
 from recsys.settings import Settings, load_settings
 from serving.api.active import POLL_TIMEOUT_S, ActiveState, ActiveVersionCache
-from serving.api.cache import DocumentCache, MongoGuard, is_unavailable
+from serving.api.cache import DocumentCache, MongoGuard, is_outage, is_unavailable
 from serving.api.deps import Services, require_key
 from serving.api.logs import json_logging, request_id_var
 from serving.api.metrics import ApiMetrics
 from serving.api.middleware import RequestMiddleware
+from serving.api.models import error_responses
+from serving.api.openapi import install_openapi
 from serving.api.routes import admin, health, items, recommendations
-from serving.api.security import KeyChecker, TokenBucketLimiter, parse_keys
+from serving.api.security import (
+    AUTH_FAILURE_BURST,
+    AUTH_FAILURE_RATE,
+    KeyChecker,
+    TokenBucketLimiter,
+    parse_keys,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +73,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     def on_poll(exc: BaseException | None) -> None:
         if exc is None:
             guard.success()
-        elif is_unavailable(exc):
+        elif is_outage(exc):  # a poll that was merely slow does not open the breaker
             metrics.mongo_errors.labels("unavailable").inc()
             guard.failure(exc)
 
@@ -90,9 +99,9 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
             await anyio.to_thread.run_sync(app.state.sync_client.close)
 
 
-def _error(request: Request, status: int, detail: object,
-           retry_after: int | None = None) -> JSONResponse:
-    headers = {"X-Request-ID": request_id_var.get()}
+def _error(request: Request, status: int, detail: object, retry_after: int | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = {**(headers or {}), "X-Request-ID": request_id_var.get()}
     if status in (429, 503):
         default = request.app.state.settings.api_retry_after_seconds
         headers["Retry-After"] = str(retry_after or default)
@@ -123,7 +132,23 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return _error(request, exc.status_code, exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return _error(request, exc.status_code, exc.detail, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path accepts. Starlette's own `Allow` names only the
+    first route that matched the path (so `GET /health` + `HEAD /health` would say just GET)."""
+    routes: list[BaseRoute] = request.app.router.routes
+    allowed = [method for method in _METHODS
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                      for route in routes)]
+    return ", ".join(allowed)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -145,17 +170,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.keys = KeyChecker(parse_keys(settings.api_keys), parse_keys(settings.admin_api_keys))
     app.state.limiter = TokenBucketLimiter(settings.api_rate_limit_per_second,
                                            settings.api_rate_limit_burst)
+    app.state.auth_failures = TokenBucketLimiter(AUTH_FAILURE_RATE, AUTH_FAILURE_BURST)
     app.add_exception_handler(RecsysError, _recsys_error)
     app.add_exception_handler(PyMongoError, _mongo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     keyed = [Depends(require_key)]
-    app.include_router(recommendations.router, dependencies=keyed)
-    app.include_router(items.router, dependencies=keyed)
+    keyed_errors = error_responses(401, 429)
+    app.include_router(recommendations.router, dependencies=keyed, responses=keyed_errors)
+    app.include_router(items.router, dependencies=keyed, responses=keyed_errors)
     app.include_router(health.router)
-    app.include_router(health.protected)
+    app.include_router(health.protected, responses=keyed_errors)
     app.include_router(admin.router)
+    install_openapi(app, settings)
     app.add_middleware(RequestMiddleware, metrics=metrics,
                        max_body_bytes=settings.api_max_body_bytes)
     return app

@@ -88,8 +88,9 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
-                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii", "replace")))
-                message = {**message, "headers": headers}
+                if not any(key.lower() == REQUEST_ID_HEADER for key, _ in headers):
+                    headers.append((REQUEST_ID_HEADER, request_id.encode("ascii", "replace")))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from serving.api.ids import EntityId, ModelVersion
+from serving.api.openapi import SETTING_MAX_ITEMS, SETTING_MAXIMUM
+
+FILTER_PATTERN = r"^[^:]+:.+$"
+"""`attribute:value` (the value may contain ':'), as checked by `deps.build_options`."""
+FilterSpec = Annotated[str, Field(json_schema_extra={"pattern": FILTER_PATTERN})]
 
 
 class Because(BaseModel):
@@ -50,12 +57,15 @@ class BatchRecommendationsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[str] = Field(min_length=1, description="up to RECSYS_API_BATCH_MAX_USERS ids")
-    k: int | None = Field(None, ge=1)
-    offset: int = Field(0, ge=0)
-    exclude: list[str] | None = None
+    user_ids: list[EntityId] = Field(
+        min_length=1, description="up to RECSYS_API_BATCH_MAX_USERS ids",
+        json_schema_extra={SETTING_MAX_ITEMS: "api_batch_max_users"})
+    k: int | None = Field(None, ge=1, description="items per user, 1..RECSYS_TOP_N",
+                          json_schema_extra={SETTING_MAXIMUM: "top_n"})
+    offset: int = Field(0, ge=0, json_schema_extra={SETTING_MAXIMUM: "top_n"})
+    exclude: list[EntityId] | None = None
     genre: list[str] | None = None
-    filter: list[str] | None = None
+    filter: list[FilterSpec] | None = None
     explain: bool = False
 
 
@@ -98,7 +108,7 @@ class ReadyPublic(BaseModel):
 class ActivateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(min_length=1, max_length=100)
+    version: ModelVersion
 
 
 class ActivatePublic(BaseModel):
@@ -118,3 +128,21 @@ class VersionPublic(BaseModel):
 
 class ErrorPublic(BaseModel):
     detail: str
+
+
+_ERROR_MEANING = {
+    400: "malformed request (the body cannot be parsed)",
+    401: "missing or unknown X-API-Key (when RECSYS_API_KEYS is set; admin: always)",
+    403: "a valid key without admin rights, or admin endpoints are disabled",
+    404: "unknown to the active version",
+    409: "the version cannot be served now (not ready, or another publish holds the lock)",
+    413: "request body larger than RECSYS_API_MAX_BODY_BYTES",
+    429: "rate limit (per API key) or too many failed authentications from this address; "
+         "see Retry-After",
+    503: "no active version, or MongoDB unreachable or too slow; see Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses (every error body is `ErrorPublic`)."""
+    return {code: {"model": ErrorPublic, "description": _ERROR_MEANING[code]} for code in codes}

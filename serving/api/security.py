@@ -1,4 +1,5 @@
-"""API keys (`X-API-Key`) and a per-caller token-bucket rate limit."""
+"""API keys (`X-API-Key`), a per-caller token-bucket rate limit, and the throttle on failed
+authentications."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from cachetools import LRUCache
 from recsys.errors import Forbidden, Unauthorized
 
 API_KEY_HEADER = "X-API-Key"
+
+AUTH_FAILURE_RATE = 1.0
+"""Failed authentications (missing or unknown key) allowed per second per client address, after
+a burst of `AUTH_FAILURE_BURST`; beyond that the address is refused (429) before its key is even
+looked at, so guessing keys costs time."""
+AUTH_FAILURE_BURST = 20
 
 
 def parse_keys(value: str) -> tuple[str, ...]:
@@ -33,28 +40,35 @@ class KeyChecker:
     keys: tuple[str, ...]
     admin_keys: tuple[str, ...]
 
-    def check(self, key: str | None, *, admin: bool = False) -> None:
-        """Raise Unauthorized (no/unknown key) or Forbidden (a valid key without admin rights)."""
+    def check(self, key: str | None, *, admin: bool = False) -> str | None:
+        """The validated key, or None when the API is open (no keys configured; any header is
+        then ignored).
+
+        Raises:
+            Unauthorized: no key, or an unknown one.
+            Forbidden: a valid key without admin rights, or admin endpoints are disabled.
+        """
         if admin:
             if not self.admin_keys:
                 raise Forbidden("admin endpoints are disabled: set RECSYS_ADMIN_API_KEYS")
             if not key:
                 raise Unauthorized(f"missing {API_KEY_HEADER} header")
             if _matches(key, self.admin_keys):
-                return
+                return key
             if _matches(key, self.keys):
                 raise Forbidden("this API key has no admin rights")
             raise Unauthorized("invalid API key")
         if not self.keys:
-            return
+            return None
         if not key:
             raise Unauthorized(f"missing {API_KEY_HEADER} header")
         if not (_matches(key, self.keys) or _matches(key, self.admin_keys)):
             raise Unauthorized("invalid API key")
+        return key
 
 
 class TokenBucketLimiter:
-    """`rate` requests/s with bursts of `burst`, per caller (API key, else client IP).
+    """`rate` requests/s with bursts of `burst`, per caller (a string the caller names).
 
     Buckets live in an LRU of `max_callers`, so memory stays bounded. `rate` 0 disables it.
     """
@@ -63,6 +77,14 @@ class TokenBucketLimiter:
         self.rate = rate
         self.burst = float(burst)
         self._buckets: LRUCache[str, list[float]] = LRUCache(max_callers)
+
+    def wait(self, caller: str) -> float:
+        """Seconds until `caller` has a token (0 when it has one now); takes nothing."""
+        bucket = self._buckets.get(caller) if self.rate > 0 else None
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket[0] + (time.monotonic() - bucket[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def allow(self, caller: str) -> float:
         """0 when allowed (a token is taken), else the seconds until a token is available."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from serving.store import MongoServingStore
+from tests.serving.failpoints import failpoint_server as start_failpoint_server
 
 
 @pytest.fixture
@@ -38,3 +40,10 @@ def db(mongo_client: MongoClient, db_name: str) -> Iterator[Database]:
 @pytest.fixture
 def store(db: Database) -> MongoServingStore:
     return MongoServingStore(db)
+
+
+@pytest.fixture
+def failpoint_server(tmp_path: Path) -> Iterator[str]:
+    """URI of a server of this test's own that accepts `configureFailPoint`."""
+    with start_failpoint_server(tmp_path) as uri:
+        yield uri

@@ -5,7 +5,6 @@ Each test runs its own `secantusd-py` (on-disk storage, fixed port) so it can br
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,11 +17,12 @@ from asgi_lifespan import LifespanManager
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
-from recsys.mongo_server import EmbeddedMongo, free_port, ping, server_executable
+from recsys.mongo_server import EmbeddedMongo, free_port
 from recsys.settings import Settings
 from recsys.versions import STATUS_BUILDING
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from tests.serving.failpoints import set_failpoint
 from tests.serving.payloads import SIMILAR_N, TOP_N, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -103,40 +103,6 @@ async def test_stop_and_restart_real_server(server: EmbeddedMongo) -> None:
     assert waited < 20
 
 
-@pytest.fixture
-def failpoint_server(tmp_path: Path) -> Iterator[str]:
-    """`secantusd-py --enable-test-commands` (EmbeddedMongo does not pass extra flags)."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv
-        [server_executable(), "--host", "127.0.0.1", "--port", str(port), "--storage-path",
-         str(tmp_path / "db"), "--enable-test-commands", "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    uri = f"mongodb://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not ping(uri, timeout_ms=500):
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _failpoint(uri: str, mode: object, data: dict | None = None) -> None:
-    client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=3000)
-    try:
-        client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data or {})
-    finally:
-        client.close()
-
-
 async def test_failpoints_close_and_block_connections(failpoint_server: str) -> None:
     uri = failpoint_server
     _publish_v1(uri)
@@ -144,20 +110,20 @@ async def test_failpoints_close_and_block_connections(failpoint_server: str) -> 
         warm = await client.get("/users/u1/recommendations")
         assert warm.status_code == 200
 
-        _failpoint(uri, "alwaysOn", {"failCommands": ["find"], "closeConnection": True})
+        set_failpoint(uri, "alwaysOn", {"failCommands": ["find"], "closeConnection": True})
         assert (await client.get("/users/u1/recommendations")).json() == warm.json()
         dropped = await client.get("/users/u2/recommendations")
         assert dropped.status_code == 503 and "Retry-After" in dropped.headers
-        _failpoint(uri, "off")
+        set_failpoint(uri, "off")
         await _wait_for(client, "/users/u2/recommendations", 200, 10)
 
-        _failpoint(uri, "alwaysOn", {"failCommands": ["find"], "blockConnection": True,
+        set_failpoint(uri, "alwaysOn", {"failCommands": ["find"], "blockConnection": True,
                                      "blockTimeMS": 3000})
         t0 = time.monotonic()
         slow = await client.get("/users/u3/recommendations")
         assert slow.status_code == 503 and time.monotonic() - t0 < 2.0
         assert (await client.get("/users/u1/recommendations")).status_code == 200
-        _failpoint(uri, "off")
+        set_failpoint(uri, "off")
         await _wait_for(client, "/users/u3/recommendations", 200, 10)
 
 
@@ -168,10 +134,10 @@ def test_failpoint_during_publish_keeps_previous_version(failpoint_server: str) 
     try:
         store = MongoServingStore(client[DB])
         # let a few batches through, then fail an insert with a server error
-        _failpoint(uri, {"skip": 3}, {"failCommands": ["insert"], "errorCode": 2})
+        set_failpoint(uri, {"skip": 3}, {"failCommands": ["insert"], "errorCode": 2})
         with pytest.raises(OperationFailure):
             store.publish(make_payload("v2", seed=4), batch_size=4)
-        _failpoint(uri, "off")
+        set_failpoint(uri, "off")
         assert store.active_version() == "v1"
         assert store.get_version("v2")["status"] == STATUS_BUILDING
         assert store.cleanup_incomplete() == ["v2"]

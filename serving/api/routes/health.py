@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pymongo
@@ -11,7 +12,9 @@ from pymongo.errors import PyMongoError
 
 from recsys.errors import ServiceUnavailable
 from serving.api.deps import ServicesDep, require_key
-from serving.api.models import ErrorPublic, HealthPublic, ReadyPublic
+from serving.api.models import HealthPublic, ReadyPublic, error_responses
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 protected = APIRouter(tags=["health"], dependencies=[Depends(require_key)])
@@ -22,10 +25,16 @@ async def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
+@router.head("/health", summary="The process is up (no body; for probes that send HEAD)",
+             response_class=Response)
+async def health_head() -> Response:
+    return Response(media_type="application/json")
+
+
 @protected.get(
     "/ready",
     response_model=ReadyPublic,
-    responses={503: {"model": ErrorPublic}},
+    responses=error_responses(503),
     summary="MongoDB is reachable and a model version is active",
 )
 async def ready(svc: ServicesDep) -> dict[str, Any]:
@@ -33,7 +42,9 @@ async def ready(svc: ServicesDep) -> dict[str, Any]:
         with pymongo.timeout(min(svc.settings.mongodb_timeout_ms, 2000) / 1000):
             await svc.db.command("ping")
     except PyMongoError as exc:
-        raise ServiceUnavailable(f"MongoDB is unreachable: {exc}") from exc
+        # the driver's message lists hosts, ports and topology state: for the log only
+        logger.warning("/ready: MongoDB unreachable: %s", exc)
+        raise ServiceUnavailable("MongoDB unreachable") from exc
     state = svc.active.state
     if state is None:
         raise ServiceUnavailable("no model version is active yet")

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from serving.api import queries
 from serving.api.deps import ActiveVersionDep, ServicesDep, SimilarOptionsDep
+from serving.api.ids import ItemIdPath
 from serving.api.models import EmbeddingPublic, ErrorPublic, SimilarItemsPublic
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -26,7 +27,7 @@ _ERRORS = {
     summary="Items most similar to an item",
 )
 async def get_similar(
-    item_id: str, opts: SimilarOptionsDep, svc: ServicesDep, active: ActiveVersionDep
+    item_id: ItemIdPath, opts: SimilarOptionsDep, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
     """Top-k by cosine similarity of item factors, the item itself excluded."""
     return await queries.similar_items(svc, active, item_id, opts)
@@ -39,6 +40,6 @@ async def get_similar(
     summary="An item's latent factors",
 )
 async def get_item_embedding(
-    item_id: str, svc: ServicesDep, active: ActiveVersionDep
+    item_id: ItemIdPath, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
     return await queries.embedding(svc, active, "item", item_id)

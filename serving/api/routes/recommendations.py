@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 
 from serving.api import queries
 from serving.api.deps import ActiveVersionDep, RecOptionsDep, ServicesDep, build_options
+from serving.api.ids import UserIdPath
 from serving.api.models import (
     BatchRecommendationsPublic,
     BatchRecommendationsRequest,
     EmbeddingPublic,
     ErrorPublic,
     UserRecommendationsPublic,
+    error_responses,
 )
 
 router = APIRouter(tags=["users"])
@@ -29,7 +32,7 @@ _UNAVAILABLE = {503: {"model": ErrorPublic, "description": "no active version / 
     summary="Top-k recommendations for a user",
 )
 async def get_recommendations(
-    user_id: str, opts: RecOptionsDep, svc: ServicesDep, active: ActiveVersionDep
+    user_id: UserIdPath, opts: RecOptionsDep, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
     """Precomputed top-k; a user unknown to the model gets the popular list (`source="popular"`).
 
@@ -42,7 +45,7 @@ async def get_recommendations(
     "/recommendations/batch",
     response_model=BatchRecommendationsPublic,
     response_model_exclude_unset=True,
-    responses={413: {"model": ErrorPublic}, **_UNAVAILABLE},
+    responses={**error_responses(400, 413), **_UNAVAILABLE},
     summary="Recommendations for up to RECSYS_API_BATCH_MAX_USERS users in one call",
 )
 async def post_batch(
@@ -51,8 +54,6 @@ async def post_batch(
     """One `$in` read for the users not in the cache; results in the order of `user_ids`."""
     limit = svc.settings.api_batch_max_users
     if len(body.user_ids) > limit:
-        from fastapi.exceptions import RequestValidationError
-
         raise RequestValidationError([{
             "type": "too_long", "loc": ("body", "user_ids"), "input": len(body.user_ids),
             "msg": f"at most {limit} user ids per batch",
@@ -70,6 +71,6 @@ async def post_batch(
     summary="A user's latent factors",
 )
 async def get_user_embedding(
-    user_id: str, svc: ServicesDep, active: ActiveVersionDep
+    user_id: UserIdPath, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
     return await queries.embedding(svc, active, "user", user_id)

@@ -29,7 +29,8 @@ Document shapes (datetimes are UTC; ids are strings):
     {_id: <user_id>, snapshot_id, as_of, <user attributes, e.g. age, gender>,
      n_interactions, n_items, n_purchases, n_likes, n_recent, active_days, mean_rating,
      rating_std, first_ts, last_ts, days_since_last,
-     genre_affinity: [{genre: str, fraction: float}, ...]}
+     genre_affinity: [{genre: str, fraction: float}, ...],
+     recent_items: [{item_id: str, last_ts: datetime}, ...]}   # newest first, at most 20
 
 ``item_features_<snapshot_id>`` -- one document per item::
 
@@ -38,18 +39,23 @@ Document shapes (datetimes are UTC; ids are strings):
      popularity_rank, trending_rank, age_days, age_years}
 
 Nulls (e.g. `mean_rating` of a user without ratings) are stored as `null`.
+
+The API reads through `OnlineReader` (pymongo's async client); batch code uses the sync
+functions. Both follow the same pointer and collection names.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
 from features.snapshot import Manifest
@@ -201,3 +207,111 @@ def read_online_features(db: Database, entity: str, ids: list[str]) -> dict[str,
         return {}
     coll = db[feature_collection(entity, sid)]
     return {doc["_id"]: doc for doc in coll.find({"_id": {"$in": list(ids)}})}
+
+
+# ------------------------------------------------------------------ async reads (the API)
+
+_BOOKKEEPING = ("_id", "snapshot_id", "as_of")
+"""Fields every online document carries that are not attributes or features."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineSnapshot:
+    """The snapshot the online store serves: its id, as-of time and document counts."""
+
+    snapshot_id: str
+    as_of: datetime | None
+    counts: dict[str, int]
+
+
+def attribute_query(filters: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A MongoDB query keeping documents whose field equals each value, or whose list field
+    contains it. Values arrive as text, so a number or boolean field matches its text form
+    ("1995" matches 1995)."""
+    query: dict[str, Any] = {}
+    for name, text in filters:
+        candidates: list[Any] = [text]
+        for cast in (int, float):
+            try:
+                candidates.append(cast(text))
+            except ValueError:
+                pass
+        if text.lower() in ("true", "false"):
+            candidates.append(text.lower() == "true")
+        query.setdefault("$and", []).append({name: {"$in": candidates}})
+    return query
+
+
+class OnlineReader:
+    """Reads of the online feature store for the async API (one query each).
+
+    Args:
+        db: the database on pymongo's `AsyncMongoClient`; deadlines are the caller's.
+    """
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._db = db
+
+    async def snapshot(self) -> OnlineSnapshot | None:
+        """The online snapshot (None before the first materialization): two reads by `_id`."""
+        pointer = await self._db[FEATURE_STATE].find_one({"_id": ONLINE_POINTER_ID},
+                                                         {"snapshot_id": 1})
+        if not pointer or not pointer.get("snapshot_id"):
+            return None
+        sid = str(pointer["snapshot_id"])
+        doc = await self._db[FEATURE_SNAPSHOTS].find_one({"_id": sid},
+                                                         {"as_of": 1, "counts": 1}) or {}
+        return OnlineSnapshot(snapshot_id=sid, as_of=doc.get("as_of"),
+                              counts=dict(doc.get("counts") or {}))
+
+    async def features(self, entity: str, snapshot_id: str,
+                       ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Feature documents of `ids` ("users" or "items") in one `$in` read."""
+        if not ids:
+            return {}
+        coll = self._db[feature_collection(entity, snapshot_id)]
+        return {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": list(ids)}})}
+
+    async def item_fields(self, snapshot_id: str) -> list[str]:
+        """Names of the item documents' attributes and features (from one document; every
+        document of a snapshot has the same fields)."""
+        doc = await self._db[feature_collection("items", snapshot_id)].find_one({})
+        return sorted(k for k in doc or {} if k not in _BOOKKEEPING)
+
+    async def items(self, snapshot_id: str, filters: Sequence[tuple[str, str]], *,
+                    offset: int, limit: int) -> list[dict[str, Any]]:
+        """One page of item documents matching `filters` (see `attribute_query`), by item id."""
+        cursor = (self._db[feature_collection("items", snapshot_id)]
+                  .find(attribute_query(filters)).sort("_id", 1).skip(offset).limit(limit))
+        return [doc async for doc in cursor]
+
+    async def count_items(self, snapshot_id: str, filters: Sequence[tuple[str, str]]) -> int:
+        """Item documents matching `filters`."""
+        coll = self._db[feature_collection("items", snapshot_id)]
+        if not filters:
+            return int(await coll.estimated_document_count())
+        return int(await coll.count_documents(attribute_query(filters)))
+
+    async def genre_summary(self, snapshot_id: str) -> dict[str, Any]:
+        """Catalogue totals and per-genre counts, aggregated by the server (two aggregations
+        over the item documents; nothing per item comes back).
+
+        Returns:
+            ``{items, interactions, genres: [{genre, items, interactions}]}`` (genres by
+            interactions, then name); `interactions` sums the items' `n_interactions`.
+        """
+        coll = self._db[feature_collection("items", snapshot_id)]
+        interactions = {"$sum": {"$ifNull": ["$n_interactions", 0]}}
+        totals = [doc async for doc in await coll.aggregate(
+            [{"$group": {"_id": None, "items": {"$sum": 1}, "interactions": interactions}}])]
+        genres = [doc async for doc in await coll.aggregate([
+            {"$project": {"genres": 1, "n_interactions": 1}},
+            {"$unwind": "$genres"},
+            {"$group": {"_id": "$genres", "items": {"$sum": 1}, "interactions": interactions}},
+        ])]
+        total = totals[0] if totals else {}
+        rows = [{"genre": str(g["_id"]), "items": int(g["items"]),
+                 "interactions": int(g["interactions"])} for g in genres if g["_id"] is not None]
+        rows.sort(key=lambda r: (-r["interactions"], r["genre"]))
+        return {"items": int(total.get("items", 0)),
+                "interactions": int(total.get("interactions", 0)), "genres": rows}

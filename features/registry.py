@@ -136,7 +136,8 @@ USER_FEATURES = FeatureView(
     entity="user",
     keys=("user_id",),
     owner="recsys-features",
-    description="per-user activity counts, recency, rating statistics and genre affinity",
+    description="per-user activity counts, recency, rating statistics, genre affinity "
+                "and recent items",
     passthrough="raw_users",
     params=("recent_days", "top_genres"),
     columns=(
@@ -152,6 +153,8 @@ USER_FEATURES = FeatureView(
                description="days from the last event to as-of (null: no events)"),
         Column(name="genre_affinity", dtype="STRUCT(genre VARCHAR, fraction FLOAT)[]",
                description="top genres by share of the user's genre-tagged events"),
+        Column(name="recent_items", dtype=f"STRUCT(item_id VARCHAR, last_ts {TIMESTAMP})[]",
+               description="the user's 20 latest distinct items by last event, newest first"),
     ),
 )
 

@@ -8,7 +8,8 @@ Layout (Hive-style, one directory per view and snapshot)::
 Every view of `features.registry.REGISTRY` is computed by its SQL over relations the builder
 registers:
 
-* `raw_interactions` -- the events, cut at the as-of time (`timestamp <= as_of`);
+* `raw_interactions` -- the events, cut at the as-of time (`timestamp <= as_of`), each event
+  once (see "Event identity" below);
 * `raw_users`, `raw_items` -- one row per entity (for the raw store: the latest row among the
   batches visible at as-of, see `ingest.raw_store`); `raw_items` always has `genres` (list) and
   `release_year`;
@@ -22,6 +23,20 @@ As-of rules (written down because leaks here are silent):
 2. Raw-store builds read only the date partitions on or before as-of's UTC date; users and items
    come from batches whose effective time (earliest event) is at or before as-of, latest wins.
 3. Recency (decay, days_since_last, age, recent windows) is measured from the snapshot's as-of.
+
+Event identity (so overlapping batches do not count an event twice):
+
+- An event is identified by ``(user_id, item_id, timestamp, event_type)`` (a null event type is
+  one value). Rows of the visible batches with the same identity are one event.
+- When several batches carry the same event, the batch ingested last wins: its ``rating`` and
+  ``weight`` are the event's. Ingestion order is the raw store's batch sequence (the commit
+  marker's ``seq``, given under the store's lock), not batch ids or event dates. Repeats of an
+  event inside one batch are one event too (a deterministic choice among them when their
+  values differ).
+- The as-of rules above decide which batches and rows are visible; the identity rule then
+  applies among them. Computed in DuckDB, one grouped aggregate per use of `raw_interactions`;
+  skipped when the raw store's markers prove every event distinct (batches whose event-time
+  ranges do not meet, none repeating an event inside it: the usual daily batches).
 
 Snapshots are immutable: a view's file is written to a hidden temporary folder and renamed into
 place, the manifest is written last (atomically), and an existing snapshot id is never rebuilt.
@@ -48,6 +63,7 @@ from ingest.raw_store import (
     DATASETS,
     batch_content_hash,
     connect,
+    events_may_repeat,
     list_batches,
     store_files,
 )
@@ -132,6 +148,11 @@ class SourceSet:
     Attributes:
         users, items, interactions: parquet files (sorted).
         batches: the batches they belong to (id, content hash, per-file hashes).
+        batch_order: interaction file (as in `interactions`) -> ingestion order of its batch;
+            for an event carried by several batches the greatest order wins. Empty: one batch.
+        events_distinct: no event occurs twice among the rows (the raw store knows it from
+            its markers, `ingest.raw_store.events_may_repeat`); the build then skips grouping
+            the rows by event identity.
         latest_wins: entity files carry the raw store's bookkeeping columns; dedupe by them.
         description: per dataset, what goes into the manifest's `sources`.
     """
@@ -142,6 +163,8 @@ class SourceSet:
     batches: list[dict[str, Any]]
     latest_wins: bool
     description: dict[str, dict[str, Any]]
+    batch_order: dict[str, int] = field(default_factory=dict)
+    events_distinct: bool = False
 
 
 def view_sql(name: str) -> str:
@@ -219,6 +242,8 @@ def sources_from_store(raw_root: Path, as_of: datetime | None) -> SourceSet:
                                 + " (ingest one with ingest.stage.ingest_batch)")
     until = _utc(as_of).date() if as_of is not None else None
     inter = store_files(raw_root, "interactions", batches=batches, until=until)
+    order = {str(path): batch.seq for batch in batches
+             for path in store_files(raw_root, "interactions", batches=[batch], until=until)}
     files = {"users": store_files(raw_root, "users", batches=batches),
              "items": store_files(raw_root, "items", batches=batches),
              "interactions": inter}
@@ -229,6 +254,8 @@ def sources_from_store(raw_root: Path, as_of: datetime | None) -> SourceSet:
         latest_wins=True,
         description={name: {"store": str(raw_root), "files": len(files[name])}
                      for name in DATASETS},
+        batch_order=order,
+        events_distinct=not events_may_repeat(batches),
     )
 
 
@@ -236,20 +263,7 @@ def sources_from_store(raw_root: Path, as_of: datetime | None) -> SourceSet:
 
 def _register_relations(con: duckdb.DuckDBPyConnection, sources: SourceSet,
                         cutoff: datetime | None) -> None:
-    if sources.interactions:
-        where = f" WHERE \"timestamp\" <= {_lit(cutoff.isoformat())}::TIMESTAMPTZ" if cutoff else ""
-        con.execute(
-            "CREATE VIEW raw_interactions AS SELECT user_id, item_id, "
-            "CAST(\"timestamp\" AS TIMESTAMPTZ) AS \"timestamp\", "
-            "CAST(rating AS DOUBLE) AS rating, CAST(weight AS DOUBLE) AS weight, "
-            "CAST(event_type AS VARCHAR) AS event_type "
-            f"FROM read_parquet({_listing(sources.interactions)}, union_by_name = true, "
-            f"hive_partitioning = false){where}")
-    else:
-        con.execute(
-            "CREATE VIEW raw_interactions AS SELECT NULL::VARCHAR AS user_id, "
-            "NULL::VARCHAR AS item_id, NULL::TIMESTAMPTZ AS \"timestamp\", NULL::DOUBLE AS "
-            "rating, NULL::DOUBLE AS weight, NULL::VARCHAR AS event_type WHERE false")
+    _register_interactions(con, sources, cutoff)
     for table, key, paths in (("users", "user_id", sources.users),
                               ("items", "item_id", sources.items)):
         relation = f"read_parquet({_listing(paths)}, union_by_name = true)"
@@ -274,10 +288,54 @@ def _register_relations(con: duckdb.DuckDBPyConnection, sources: SourceSet,
                 "FROM raw_items WHERE genres IS NOT NULL")
 
 
+def _register_interactions(con: duckdb.DuckDBPyConnection, sources: SourceSet,
+                           cutoff: datetime | None) -> None:
+    """`interaction_rows` (every visible row, with its batch's ingestion order) and
+    `raw_interactions` (one row per event identity, the latest batch's values; module
+    docstring, "Event identity"). When the sources guarantee distinct events
+    (`SourceSet.events_distinct`) the grouping is skipped: the rows are the events."""
+    columns = ("user_id, item_id, CAST(\"timestamp\" AS TIMESTAMPTZ) AS \"timestamp\", "
+               "CAST(rating AS DOUBLE) AS rating, CAST(weight AS DOUBLE) AS weight, "
+               "CAST(event_type AS VARCHAR) AS event_type")
+    if not sources.interactions:
+        con.execute(
+            "CREATE VIEW interaction_rows AS SELECT NULL::VARCHAR AS user_id, "
+            "NULL::VARCHAR AS item_id, NULL::TIMESTAMPTZ AS \"timestamp\", NULL::DOUBLE AS "
+            "rating, NULL::DOUBLE AS weight, NULL::VARCHAR AS event_type, "
+            "0::BIGINT AS batch_order WHERE false")
+    else:
+        where = f" WHERE \"timestamp\" <= {_lit(cutoff.isoformat())}::TIMESTAMPTZ" if cutoff else ""
+        scan = (f"read_parquet({_listing(sources.interactions)}, union_by_name = true, "
+                "hive_partitioning = false")
+        if sources.batch_order and not sources.events_distinct:
+            con.execute("CREATE TABLE interaction_files (_file VARCHAR, batch_order BIGINT)")
+            con.executemany("INSERT INTO interaction_files VALUES (?, ?)",
+                            [(str(path), sources.batch_order[str(path)])
+                             for path in sources.interactions])
+            con.execute(f"CREATE VIEW interaction_rows AS SELECT {columns}, f.batch_order "
+                        f"FROM {scan}, filename = '_file') JOIN interaction_files AS f "
+                        f"USING (_file){where}")
+        else:
+            con.execute(f"CREATE VIEW interaction_rows AS SELECT {columns}, "
+                        f"0::BIGINT AS batch_order FROM {scan}){where}")
+    if sources.events_distinct:
+        con.execute("CREATE VIEW raw_interactions AS SELECT * EXCLUDE (batch_order) "
+                    "FROM interaction_rows")
+        return
+    # One grouped aggregate (cheaper than a window): the winner's values come from the
+    # greatest (batch order, rating, weight), so tied rows give the same values.
+    con.execute(
+        "CREATE VIEW raw_interactions AS SELECT user_id, item_id, \"timestamp\", "
+        "arg_max_null(rating, winner) AS rating, arg_max_null(weight, winner) AS weight, "
+        "event_type FROM (SELECT *, {'batch': batch_order, 'rating': rating, "
+        "'weight': weight} AS winner FROM interaction_rows) "
+        "GROUP BY user_id, item_id, \"timestamp\", event_type")
+
+
 def _resolve_as_of(con: duckdb.DuckDBPyConnection, cutoff: datetime | None) -> datetime:
     if cutoff is not None:
         return cutoff
-    row = con.execute("SELECT MAX(\"timestamp\") FROM raw_interactions").fetchone()
+    row = con.execute("SELECT MAX(\"timestamp\") FROM interaction_rows").fetchone()
     latest = row[0] if row else None
     return latest.astimezone(UTC) if latest is not None else datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -5,6 +5,12 @@ Each run gets a new ephemeral context (no files, no analytics): one pandas datas
 table one dataframe asset, batch definition, validation definition and checkpoint. With a
 ``docs_dir`` the context also gets a filesystem Data Docs site there. GE is imported only here,
 and only when a batch is validated: its import takes seconds.
+
+GE's renderers put values such as unexpected values into table cells as they are, so before the
+docs are built every stored validation result is sanitised (`_sanitise_stored_results`): each
+text in its results and exception messages shortened and HTML-escaped, each list cut
+(`ingest.sanitize.html_value`). A value from a batch can neither run as script in the pages nor
+grow them with its size.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ingest.sanitize import html_value
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +76,29 @@ def _add_docs_site(context: Any, docs_dir: Path) -> None:
 
 
 def build_docs(context: Any, docs_dir: Path) -> str | None:
-    """Build the context's Data Docs site; its ``index.html``, or None when building failed."""
+    """Build the context's Data Docs site from sanitised results; its ``index.html``, or None
+    when building failed."""
     try:
+        _sanitise_stored_results(context)
         context.build_data_docs(site_names=[_DOCS_SITE])
     except Exception as error:  # noqa: BLE001 - docs are a view; never fail a run on them
         logger.warning("could not build Data Docs in %s: %s", docs_dir, error)
         return None
     index = docs_dir / "index.html"
     return str(index) if index.is_file() else None
+
+
+def _sanitise_stored_results(context: Any) -> None:
+    """Replace every stored validation result by one whose values are safe in HTML."""
+    store = context.validation_results_store
+    for key in store.list_keys():
+        suite_result = store.get(key)
+        for result in suite_result.results:
+            if result.result:
+                result.result = html_value(dict(result.result))
+            if result.exception_info:
+                result.exception_info = html_value(dict(result.exception_info))
+        store.set(key, suite_result)
 
 
 def load_suite(gx: Any, context: Any, path: Path) -> Any:

@@ -1,5 +1,8 @@
 """Great Expectations results read into the report's entries: one per expectation, with an
 observed value, a sample of offending values and the offending rows (by row number).
+
+Values from the batch are shortened here, where they enter the report (`ingest.sanitize`), so
+no message, report or artifact built from an entry can carry a huge value.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ingest.report import json_safe
+from ingest.sanitize import short_text, short_value
 
 # Offending values and rows kept per failed expectation (GE's ``partial_unexpected_count``).
 SAMPLE_SIZE = 10
@@ -70,19 +74,20 @@ def _describe(kind: str, r: Any, row_of: Callable[[Any], dict[str, Any]],
     info = r.exception_info or {}
     errors = exception_messages(info)
     if errors:
-        return f"could not evaluate: {errors[0]}", [], []
+        return short_text(f"could not evaluate: {errors[0]}"), [], []
     res = r.result or {}
     if kind == "expect_column_to_exist":
         if r.success:
             return "present", [], []
-        return f"column missing (columns: {', '.join(map(str, input_columns))})", [], []
+        return short_text(f"column missing (columns: {', '.join(map(str, input_columns))})",
+                          2000), [], []
     if kind == SCHEMA_EXPECTATION:
         mismatched = (res.get("details") or {}).get("mismatched") or {}
         parts = [f"{key} columns: {', '.join(mismatched[key])}"
                  for key in ("unexpected", "missing") if mismatched.get(key)]
         if parts:
-            return "; ".join(parts), [], []
-        return f"columns: {', '.join(map(str, input_columns))}", [], []
+            return short_text("; ".join(parts), 2000), [], []
+        return short_text(f"columns: {', '.join(map(str, input_columns))}", 2000), [], []
     if "unexpected_count" in res:
         count, total = res.get("unexpected_count") or 0, res.get("element_count") or 0
         pct = 100.0 * count / total if total else 0.0
@@ -98,9 +103,9 @@ def _describe(kind: str, r: Any, row_of: Callable[[Any], dict[str, Any]],
                 values = list({json.dumps(json_safe(v), sort_keys=True): v
                                for v in values}.values())
             sample = values[:SAMPLE_SIZE]
-        return observed, json_safe(sample), indexes
+        return observed, short_value(json_safe(sample)), indexes
     if "observed_value" in res:
-        return f"observed value {res['observed_value']!r}", [], []
+        return short_text(f"observed value {res['observed_value']!r}"), [], []
     return "passed" if r.success else "failed", [], []
 
 
@@ -116,14 +121,15 @@ def exception_messages(info: dict[str, Any]) -> list[str]:
 
 
 def row_dict(frame: pd.DataFrame, index: Any, columns: list[str] | None = None) -> dict[str, Any]:
-    """One input row as a JSON-safe dict; ``_row`` is its index label (row number)."""
+    """One input row as a JSON-safe dict, values shortened; ``_row`` is its index label (row
+    number)."""
     try:
         row = frame.loc[index]
     except KeyError:
         return {"_row": json_safe(index)}
     keep = set(columns) if columns is not None else None
     data: dict[str, Any] = {"_row": json_safe(index)}
-    data.update({str(k): json_safe(v) for k, v in row.items()
+    data.update({short_text(k): short_value(json_safe(v)) for k, v in row.items()
                  if (keep is None and not str(k).startswith(HELPER_PREFIX))
                  or (keep is not None and k in keep)})
     return data
@@ -136,4 +142,4 @@ def _short_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             out[key] = f"<{len(value)} values>"
         else:
             out[key] = value
-    return json_safe(out)
+    return short_value(json_safe(out))

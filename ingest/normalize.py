@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from ingest.reader import DATASETS, Batch, ids_as_str
+from ingest.id_columns import ids_as_str
+from ingest.reader import DATASETS, Batch
 
 GENRE_SEPARATOR = "|"
 # Unix seconds outside this window are almost certainly milliseconds or garbage.

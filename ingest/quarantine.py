@@ -1,10 +1,15 @@
 """Move a rejected batch aside, intact, with a report a machine and a person can read.
 
-`quarantine_batch` *moves* the batch: every file under the input directory is copied into a
-staging folder next to the target, each copy's SHA-256 is checked against its source, the reports
-are written, the staging folder is renamed to ``<quarantine root>/<run id>`` in one step, and only
-then are the originals removed. A failure at any point before the rename leaves the originals
-untouched, so data is never lost.
+`quarantine_batch` *moves* the batch's table files -- only ``users``, ``items`` and
+``interactions`` as ``.csv`` or ``.parquet`` at the top of the input directory, the files the
+reader recognises (`ingest.reader.batch_files`); anything else there is not the batch's and stays
+where it is. Each file is copied into a staging folder next to the target, each copy's SHA-256 is
+checked against its source, the reports are written, the staging folder is renamed to
+``<quarantine root>/<run id>`` in one step, and only then are the originals removed -- each one
+only if it is still the file that was copied (same size, modification time and inode), so a file
+rewritten meanwhile is kept. A failure at any point before the rename leaves the originals
+untouched, so data is never lost. An input directory that is or holds the quarantine root, or
+lies deeper in it than a quarantined batch, is refused before anything is copied.
 
 The quarantine folder is a valid batch directory again: the reader only looks at
 ``users``/``items``/``interactions`` files, so after a fix it can be re-submitted with
@@ -22,9 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.reader import Batch
+from ingest.reader import Batch, batch_files
 from ingest.report import ValidationReport
-from recsys.errors import QuarantineError
+from ingest.sanitize import md_code, md_text
+from recsys.errors import InputFileError, QuarantineError
 from recsys.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -42,10 +48,11 @@ def quarantine_batch(
 ) -> Path:
     """Move the batch's files to ``quarantine_root/run_id/`` with ``report.json``/``.md``.
 
-    Every regular file under the input directory (sub-folders included) is carried over byte
+    The table files the reader recognises (`ingest.reader.batch_files`) are carried over byte
     for byte, so a batch rejected for holding both ``users.csv`` and ``users.parquet`` keeps
-    both. Top-level files named like the reports are renamed ``original_<name>``.
-    ``report.json`` records each file's original path, size and SHA-256.
+    both; other files and folders in the input directory are left alone. When the input is
+    itself a quarantined batch (a folder of `quarantine_root`), its reports travel along as
+    ``original_report.*``. ``report.json`` records each file's original path, size and SHA-256.
 
     Args:
         batch_or_input_dir: the batch (its ``input_dir`` is used) or the input directory.
@@ -60,6 +67,8 @@ def quarantine_batch(
 
     Raises:
         ValueError: `run_id` is not a plain name, or the target already exists.
+        InputFileError: the input directory is or holds `quarantine_root`, or lies inside it
+            deeper than a quarantined batch (rule ``input_outside_data_dir``); nothing moved.
         QuarantineError: a copy did not match its source (nothing was removed).
     """
     if isinstance(batch_or_input_dir, Batch):
@@ -70,6 +79,7 @@ def quarantine_batch(
         raise ValueError(f"run_id must be a plain directory name, got {run_id!r}")
 
     root = Path(quarantine_root)
+    _check_not_quarantine(input_dir, root)
     target = root / run_id
     if target.exists():
         raise ValueError(f"quarantine folder already exists: {target}")
@@ -78,20 +88,20 @@ def quarantine_batch(
         shutil.rmtree(staging)  # left by a crashed attempt; the originals are still in place
     staging.mkdir(parents=True)
 
-    originals = _files_under(input_dir)
+    originals = _owned_files(input_dir, root)
     copied: list[dict[str, Any]] = []
+    verified: dict[Path, tuple[int, int, int]] = {}
     try:
         for source in originals:
-            relative = source.relative_to(input_dir)
-            if len(relative.parts) == 1 and relative.name in REPORT_FILES:
-                relative = Path(f"original_{relative.name}")
-            dest = staging / relative
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            name = (f"original_{source.name}" if source.name in REPORT_FILES else source.name)
+            dest = staging / name
+            before = _identity(source)
             shutil.copy2(source, dest)
             digest = file_sha256(dest)
-            if digest != file_sha256(source):
+            if digest != file_sha256(source) or _identity(source) != before:
                 raise QuarantineError(f"copy of {source} to {dest} does not match its source")
-            copied.append({"name": relative.as_posix(), "source": str(source),
+            verified[source] = before
+            copied.append({"name": name, "source": str(source),
                            "bytes": dest.stat().st_size, "sha256": digest})
 
         document = {
@@ -112,36 +122,62 @@ def quarantine_batch(
         raise
 
     if move:
-        _remove_originals(input_dir, originals)
+        _remove_originals(input_dir, verified)
     logger.warning("quarantined batch %s to %s (%d files, %d failures)", input_dir, target,
                    len(copied), len(report.failures))
     return target
 
 
-def _files_under(input_dir: Path) -> list[Path]:
-    if not input_dir.is_dir():
-        return []
-    return sorted(p for p in input_dir.rglob("*") if p.is_file())
+def _check_not_quarantine(input_dir: Path, root: Path) -> None:
+    """Refuse an input that is or holds the quarantine root, or lies deeper in it than one
+    quarantined batch: quarantining it would move quarantine's own folders."""
+    path, quarantine = input_dir.resolve(), root.resolve()
+    inside = path.relative_to(quarantine).parts if path.is_relative_to(quarantine) else None
+    if quarantine.is_relative_to(path) or (inside is not None and (
+            len(inside) != 1 or inside[0].startswith("."))):
+        raise InputFileError(
+            input_dir, f"refused: the batch folder is, holds or lies inside the quarantine "
+            f"folder {root}; only a quarantined batch ({root}/<run id>) may be re-submitted",
+            rule="input_outside_data_dir")
 
 
-def _remove_originals(input_dir: Path, originals: list[Path]) -> None:
-    for path in originals:
-        path.unlink()
-    # Empty folders last, deepest first; a folder holding anything else stays.
-    folders = sorted({p.parent for p in originals} | {input_dir},
-                     key=lambda p: len(p.parts), reverse=True)
-    for folder in folders:
+def _owned_files(input_dir: Path, root: Path) -> list[Path]:
+    """The files quarantine takes: the batch's table files, and the reports of a batch that
+    was quarantined before (a folder of `root`)."""
+    files = batch_files(input_dir)
+    if input_dir.is_dir() and input_dir.resolve().parent == root.resolve():
+        files += [input_dir / name for name in REPORT_FILES if (input_dir / name).is_file()]
+    return sorted(files)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """Size, modification time and inode: a file rewritten after its copy differs."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _remove_originals(input_dir: Path, verified: dict[Path, tuple[int, int, int]]) -> None:
+    """Delete each original that is still the file copied and verified; keep any other."""
+    for path, identity in verified.items():
         try:
-            folder.rmdir()
-        except OSError:
-            pass
+            unchanged = _identity(path) == identity
+        except FileNotFoundError:
+            continue
+        if unchanged:
+            path.unlink()
+        else:
+            logger.warning("kept %s: it changed after it was copied to quarantine", path)
+    try:
+        input_dir.rmdir()  # only when nothing else is left in it
+    except OSError:
+        pass
 
 
 def _markdown(document: dict[str, Any], report: ValidationReport) -> str:
-    files = ", ".join(f"`{c['name']}`" for c in document["files"]) or "none"
-    header = (f"- run: `{document['run_id']}`\n- input: `{document['input_dir']}`\n"
+    files = ", ".join(md_code(c["name"]) for c in document["files"]) or "none"
+    header = (f"- run: {md_code(document['run_id'])}\n- input: {md_text(document['input_dir'])}\n"
               f"- quarantined at: {document['quarantined_at']}\n- files: {files}\n"
-              f"- re-submit after a fix: `{document['resubmit']}`\n\n")
+              f"- re-submit after a fix: {md_text(document['resubmit'])}\n\n")
     first, _, rest = report.to_markdown().partition("\n")
     return f"{first}\n\n{header}{rest.lstrip()}"
 

@@ -26,6 +26,13 @@ Users and items files carry three bookkeeping columns so SQL can apply *latest w
 no events) and `_seq` (ingestion order, a tie-break). The row of an entity that counts as of a
 time T is the one from the visible batch (`_effective_ts <= T`) with the greatest
 `(_effective_ts, _seq)` (see `features.snapshot`, which builds that relation).
+
+Interactions are kept as each batch brought them; batches may overlap. An event is identified
+by ``(user_id, item_id, timestamp, event_type)``, and when several batches carry it the batch
+with the greatest `seq` (ingested last) wins: `features.snapshot` applies that rule when it reads
+the store (`StoredBatch.seq` via `list_batches`), so every snapshot counts an event once. Each
+marker records how many of its rows repeat an event of the same batch (`repeated_events`), so
+`events_may_repeat` can tell a build when no event can occur twice and grouping is not needed.
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ class StoredBatch:
         dates: event dates (UTC, ISO) of the batch's interaction partitions.
         files: dataset -> store-relative paths of the batch's files.
         source_hashes: dataset -> SHA-256 of the normalized input file.
+        min_event_ts, max_event_ts: ISO-8601 UTC times of the batch's first and last event.
+        repeated_events: interaction rows repeating an event of this batch (same user, item,
+            timestamp and event type); None in markers written before it was recorded.
     """
 
     batch_id: str
@@ -87,6 +97,7 @@ class StoredBatch:
     source_hashes: dict[str, str] = field(default_factory=dict)
     min_event_ts: str | None = None
     max_event_ts: str | None = None
+    repeated_events: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The marker document (without `skipped`, which describes one call only)."""
@@ -275,10 +286,15 @@ def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
         if "timestamp" not in columns:
             raise ValueError(f"{raw_files['interactions']}: column 'timestamp' missing "
                              "(rule: normalized interactions)")
+        event_type = "event_type" if "event_type" in columns else "NULL"
         stats = con.execute(
             f"SELECT COUNT(*), MIN(\"timestamp\"), MAX(\"timestamp\") FROM read_parquet({inter})"
         ).fetchone()
         n_inter, min_ts, max_ts = (int(stats[0]), stats[1], stats[2]) if stats else (0, None, None)
+        distinct = con.execute(
+            f"SELECT COUNT(*) FROM (SELECT DISTINCT user_id, item_id, \"timestamp\", "
+            f"{event_type} FROM read_parquet({inter}))").fetchone()
+        repeated = n_inter - (int(distinct[0]) if distinct else 0)
         effective = min_ts if min_ts is not None else ingested_at
         # Interactions: one file per UTC event date, sorted by time so row-group statistics
         # let an as-of build skip most of the cut-off day.
@@ -330,7 +346,24 @@ def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
         rows=rows, dates=dates, files=files, source_hashes=source_hashes,
         min_event_ts=min_ts.astimezone(UTC).isoformat() if min_ts is not None else None,
         max_event_ts=max_ts.astimezone(UTC).isoformat() if max_ts is not None else None,
+        repeated_events=repeated,
     )
+
+
+def events_may_repeat(batches: list[StoredBatch]) -> bool:
+    """Whether an event (user, item, timestamp, event type) can occur more than once among the
+    interactions of `batches`: some batch repeats one of its own events (or its marker does
+    not say), or the event-time ranges of two batches meet (overlapping batches)."""
+    ranges = []
+    for batch in batches:
+        if batch.min_event_ts is None or batch.max_event_ts is None:
+            continue  # no interactions
+        if batch.repeated_events != 0:
+            return True
+        ranges.append((datetime.fromisoformat(batch.min_event_ts),
+                       datetime.fromisoformat(batch.max_event_ts)))
+    ranges.sort()
+    return any(later[0] <= earlier[1] for earlier, later in zip(ranges, ranges[1:]))
 
 
 def store_files(raw_root: Path, dataset: str, *, batches: list[StoredBatch] | None = None,

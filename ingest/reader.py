@@ -10,8 +10,11 @@ A batch is a directory holding three tables, each as CSV *or* parquet (never bot
 `read_batch` only enforces structure (files present, readable, required columns); the data
 contract (nulls, uniqueness, ranges, references) is checked by `ingest.validate.validate_batch`
 before `ingest.normalize.normalize_batch` converts types. Every structural problem raises
-`recsys.errors.InputFileError` naming the file, the column and the rule. Ids always come back
-as strings (``"007"`` stays ``"007"``).
+`recsys.errors.InputFileError` naming the file, the column and the rule, including the rules of
+`ingest.input_checks` (line and value length, id types, nested values). Ids always come back as
+strings (``"007"`` stays ``"007"``), with whitespace around them trimmed (``" u1 "`` is ``u1``:
+the one normalisation of ids, applied before validation, so a stray space never makes another
+user).
 
 ``read_batch(..., chunk_rows=N)`` leaves an interactions file of more than N rows on disk:
 `TableChunks` reads it N rows at a time (parquet row batches, pandas CSV chunks) with the same
@@ -22,16 +25,22 @@ only for columns of mixed Python objects.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from ingest.id_columns import ID_COLUMNS, ids_as_str
+from ingest.input_checks import (
+    check_arrow_types,
+    check_integral_ids,
+    check_value_lengths,
+    scan_csv_lines,
+)
+from ingest.sanitize import short_text
 from recsys.errors import InputFileError
 
 logger = logging.getLogger(__name__)
@@ -42,17 +51,18 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "items": ("item_id", "title"),
     "interactions": ("user_id", "item_id", "timestamp"),
 }
-ID_COLUMNS: dict[str, tuple[str, ...]] = {
-    "users": ("user_id",),
-    "items": ("item_id",),
-    "interactions": ("user_id", "item_id"),
-}
 # Text columns read as strings in CSV whatever they look like.
 TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": (),
     "items": ("title", "genres"),
     "interactions": ("event_type",),
 }
+
+# The file formats of a table: ``<dataset>.csv`` or ``<dataset>.parquet``, nothing else.
+TABLE_FORMATS: tuple[str, ...] = ("csv", "parquet")
+
+# Longest CSV line / parquet text value accepted by default (`Settings.max_line_bytes`).
+MAX_LINE_BYTES = 1024 * 1024
 
 _SNIFF_BYTES = 64 * 1024
 _PARQUET_MAGIC = b"PAR1"
@@ -80,10 +90,12 @@ class Batch:
         return getattr(self, dataset)
 
 
-def read_batch(input_dir: Path, *, chunk_rows: int | None = None) -> Batch:
+def read_batch(input_dir: Path, *, chunk_rows: int | None = None,
+               max_line_bytes: int | None = MAX_LINE_BYTES) -> Batch:
     """Read ``users``, ``items`` and ``interactions`` from `input_dir`.
 
-    Id columns come back as strings (``"007"`` stays ``"007"``); other columns as parsed.
+    Id columns come back as strings, trimmed (``"007"`` stays ``"007"``, ``"007 "`` becomes
+    ``"007"``); other columns as parsed.
 
     Args:
         input_dir: the batch directory.
@@ -91,12 +103,15 @@ def read_batch(input_dir: Path, *, chunk_rows: int | None = None) -> Batch:
             whole: its structure (header, required columns) is checked, ``Batch.interactions``
             holds its columns only and ``Batch.chunked["interactions"]`` reads it in chunks of
             `chunk_rows` rows. Users and items are always read whole.
+        max_line_bytes: the longest CSV line, and the longest parquet text value, accepted
+            (None: no limit). CSV lines are checked in one streaming pass before parsing.
 
     Raises:
         InputFileError: the directory or a file is missing, a table exists as both CSV and
-            parquet, a file is empty, binary, badly encoded or unparseable, or a required
-            column is missing. (Errors further down a chunked file surface while its chunks
-            are read.)
+            parquet, a file is empty, binary, badly encoded or unparseable, a required column
+            is missing, a line or value is too long, an id column is not text or integers, or
+            a column holds nested values it may not hold. (Errors further down a chunked file
+            surface while its chunks are read.)
     """
     input_dir = Path(input_dir)
     if not input_dir.exists():
@@ -110,14 +125,15 @@ def read_batch(input_dir: Path, *, chunk_rows: int | None = None) -> Batch:
     for dataset in DATASETS:
         path = _locate(input_dir, dataset)
         sources[dataset] = path
-        if (chunk_rows is not None and dataset in CHUNKABLE_DATASETS
-                and count_rows(path) > chunk_rows):
+        rows = _checked_rows(path, max_line_bytes)
+        if chunk_rows is not None and dataset in CHUNKABLE_DATASETS and rows > chunk_rows:
             frame = _read_header(path, dataset)
-            chunked[dataset] = TableChunks(path=path, dataset=dataset, chunk_rows=chunk_rows)
+            chunked[dataset] = TableChunks(path=path, dataset=dataset, chunk_rows=chunk_rows,
+                                           max_value_bytes=max_line_bytes)
             logger.info("%s: %s is read in chunks of %d rows (%d columns)", dataset, path,
                         chunk_rows, frame.shape[1])
         else:
-            frame = _read_table(path, dataset)
+            frame = _read_table(path, dataset, max_line_bytes)
             _check_required_columns(frame, path, dataset)
             logger.info("read %s: %d rows, %d columns from %s", dataset, len(frame),
                         frame.shape[1], path)
@@ -145,6 +161,7 @@ class TableChunks:
     path: Path
     dataset: str
     chunk_rows: int
+    max_value_bytes: int | None = MAX_LINE_BYTES
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return self.iter_columns(None)
@@ -157,7 +174,8 @@ class TableChunks:
         """
         head = _sniff(self.path)
         if self.path.suffix == ".parquet":
-            return _parquet_chunks(self.path, self.dataset, head, self.chunk_rows, columns)
+            return _parquet_chunks(self.path, self.dataset, head, self.chunk_rows, columns,
+                                   self.max_value_bytes)
         return _csv_chunks(self.path, self.dataset, head, self.chunk_rows, columns)
 
 
@@ -179,6 +197,27 @@ def count_rows(path: Path) -> int:
         return max(0, lines + (last != b"\n") - 1)
     except Exception:  # noqa: BLE001 - unreadable files are the reader's to report
         return 0
+
+
+def _checked_rows(path: Path, max_line_bytes: int | None) -> int:
+    """`count_rows` of a table file; for CSV from the streaming pass that also checks the
+    line length (`ingest.input_checks.scan_csv_lines`), so the file is scanned once."""
+    if path.suffix == ".parquet" or not path.is_file():
+        return count_rows(path)
+    try:
+        return scan_csv_lines(path, max_line_bytes)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read: {_first_line(exc)}",
+                             rule="file_exists") from None
+
+
+def batch_files(input_dir: Path) -> list[Path]:
+    """The table files of a batch folder that the reader recognises: ``users``, ``items`` and
+    ``interactions`` as ``.csv`` or ``.parquet``, at its top level, sorted. Other files are
+    not part of the batch."""
+    input_dir = Path(input_dir)
+    return sorted(path for dataset in DATASETS for suffix in TABLE_FORMATS
+                  if (path := input_dir / f"{dataset}.{suffix}").is_file())
 
 
 def _locate(input_dir: Path, dataset: str) -> Path:
@@ -206,10 +245,10 @@ def _sniff(path: Path) -> bytes:
         return fh.read(_SNIFF_BYTES)
 
 
-def _read_table(path: Path, dataset: str) -> pd.DataFrame:
+def _read_table(path: Path, dataset: str, max_value_bytes: int | None) -> pd.DataFrame:
     head = _sniff(path)
     if path.suffix == ".parquet":
-        return _read_parquet(path, dataset, head)
+        return _read_parquet(path, dataset, head, max_value_bytes)
     return _read_csv(path, dataset, head)
 
 
@@ -222,10 +261,12 @@ def _read_header(path: Path, dataset: str) -> pd.DataFrame:
 
         _check_parquet_magic(path, head)
         try:
-            frame = pq.read_schema(path).empty_table().to_pandas()
+            schema = pq.read_schema(path)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise InputFileError(path, f"cannot read parquet: {_first_line(exc)}",
                                  rule="parquet_readable") from None
+        check_arrow_types(schema, path, dataset=dataset, id_columns=ID_COLUMNS[dataset])
+        frame = schema.empty_table().to_pandas()
     else:
         _check_csv_text(path, head)
         with _csv_errors(path):
@@ -317,29 +358,37 @@ def _check_parquet_magic(path: Path, head: bytes) -> None:
                              rule="parquet_readable")
 
 
-def _read_parquet(path: Path, dataset: str, head: bytes) -> pd.DataFrame:
+def _read_parquet(path: Path, dataset: str, head: bytes,
+                  max_value_bytes: int | None) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     _check_parquet_magic(path, head)
     try:
+        check_arrow_types(pq.read_schema(path), path, dataset=dataset,
+                          id_columns=ID_COLUMNS[dataset])
         table = pq.read_table(path)
+        check_value_lengths(table, path, max_value_bytes)
         frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputFileError(path, f"cannot read parquet: {_first_line(exc)}",
                              rule="parquet_readable") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    check_integral_ids(frame, path, ID_COLUMNS[dataset])
     return ids_as_str(frame, dataset)
 
 
 def _parquet_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
-                    columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
+                    columns: Sequence[str] | None,
+                    max_value_bytes: int | None) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     _check_parquet_magic(path, head)
     try:
         parquet = pq.ParquetFile(path)
+        check_arrow_types(parquet.schema_arrow, path, dataset=dataset,
+                          id_columns=ID_COLUMNS[dataset])
         names = parquet.schema_arrow.names
         selected = None if columns is None else [n for n in names if n.strip() in set(columns)]
         stored_range = _stored_range_index(parquet.schema_arrow)
@@ -347,8 +396,10 @@ def _parquet_chunks(path: Path, dataset: str, head: bytes, chunk_rows: int,
                                        use_pandas_metadata=True)
         offset = 0
         for record_batch in batches:
+            check_value_lengths(record_batch, path, max_value_bytes)
             frame = pa.Table.from_batches([record_batch]).to_pandas()
             frame.columns = [str(c).strip() for c in frame.columns]
+            check_integral_ids(frame, path, ID_COLUMNS[dataset])
             if offset == 0 and columns is None:
                 _check_required_columns(frame, path, dataset)
             rows = len(frame)
@@ -386,51 +437,6 @@ def _check_required_columns(frame: pd.DataFrame, path: Path, dataset: str) -> No
             )
 
 
-def ids_as_str(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """`frame` with its id columns (`ID_COLUMNS`) as strings, in place; returns it."""
-    for column in ID_COLUMNS[dataset]:
-        if column in frame.columns:
-            frame[column] = to_id_strings(frame[column])
-    return frame
-
-
-def to_id_strings(series: pd.Series) -> pd.Series:
-    """Return `series` as strings, keeping nulls; integral floats lose their ``.0``."""
-    dtype = series.dtype
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return series
-    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
-        return series.astype("str")
-    if pd.api.types.is_float_dtype(dtype):
-        return _floatids_as_str(series)
-    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
-        return series.astype("str")
-    # Mixed objects (bytes, numbers and text together): rare, converted value by value.
-    return series.map(_id_to_str, na_action="ignore").astype("str")
-
-
-def _floatids_as_str(series: pd.Series) -> pd.Series:
-    values = series.to_numpy(dtype="float64", na_value=np.nan)
-    text = series.astype("str")  # str(float) for non-integral values; NaN stays null
-    integral = np.isfinite(values) & (np.floor(values) == values)
-    exact = integral & (np.abs(values) < 2.0**63)
-    if exact.any():
-        integers = pd.Series(values[exact].astype("int64"), dtype="int64")
-        text[exact] = integers.astype("str").to_numpy()
-    huge = integral & ~exact
-    if huge.any():  # beyond int64: Python's int gives the exact digits
-        text[huge] = [str(int(v)) for v in values[huge]]
-    return text
-
-
-def _id_to_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return short_text(text.splitlines()[0]) if text else type(exc).__name__

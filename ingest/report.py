@@ -3,6 +3,8 @@
 `ingest.validate.validate_batch` fills a `ValidationReport`; `write_reports` keeps it as
 ``report.json`` and ``report.md`` in the run's validation folder
 (``<data_dir>/validation/<run id>/``), and quarantine stores it beside a rejected batch.
+Values from the batch are untrusted: both forms shorten them, and the Markdown escapes them
+(`ingest.sanitize`), so a value can neither flood a report nor inject markup into it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ingest.reader import DATASETS
+from ingest.sanitize import md_code, md_text, short_value
 from recsys.errors import InputFileError
 
 
@@ -72,10 +75,11 @@ class ValidationReport:
         return cls(success=False, failures=[failure], suites=[], results=[result])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (``json.dumps`` works on it as is)."""
-        return json_safe({"success": self.success, "failures": self.failures,
-                          "suites": self.suites, "results": self.results,
-                          "dropped": self.dropped, "data_docs": self.data_docs})
+        """JSON-safe dict (``json.dumps`` works on it as is), every text value shortened."""
+        return short_value(json_safe({"success": self.success, "failures": self.failures,
+                                      "suites": self.suites, "results": self.results,
+                                      "dropped": self.dropped, "data_docs": self.data_docs}),
+                           limit=2000)
 
     def to_markdown(self) -> str:
         """The human report, also the flow's Prefect artifact.
@@ -86,16 +90,16 @@ class ValidationReport:
         """
         lines = [f"# Batch validation: {'PASSED' if self.success else 'FAILED'}", ""]
         if self.data_docs:
-            lines += [f"Great Expectations Data Docs: [{self.data_docs}]"
+            lines += [f"Great Expectations Data Docs: [{md_text(self.data_docs, 2000)}]"
                       f"({Path(self.data_docs).resolve().as_uri()})", ""]
         if self.suites:
             lines += ["| suite | file | rows | policy | evaluated | failed | result |",
                       "|---|---|---:|---|---:|---:|---|"]
             for s in self.suites:
                 lines.append(
-                    f"| {s['suite']} | `{s.get('file')}` | {s.get('rows')} | "
-                    f"{s.get('policy', 'fail')} | {s['evaluated']} | {s['unsuccessful']} | "
-                    f"{'ok' if s['success'] else 'FAILED'} |"
+                    f"| {md_text(s['suite'])} | {md_text(s.get('file'), 2000)} | "
+                    f"{s.get('rows')} | {md_text(s.get('policy', 'fail'))} | {s['evaluated']} | "
+                    f"{s['unsuccessful']} | {'ok' if s['success'] else 'FAILED'} |"
                 )
             lines.append("")
         if self.results:
@@ -104,44 +108,39 @@ class ValidationReport:
             lines += ["| suite | expectation | column | rule | success | observed value | "
                       "Data Docs |", "|---|---|---|---|---|---|---|"]
             for r in self.results:
-                observed = _md_cell(r.get("observed"))
                 lines.append(
-                    f"| {r['suite']} | `{r['expectation']}` | {r.get('column') or ''} | "
-                    f"{r.get('rule') or ''} | {'✅' if r['success'] else '❌'} | {observed} | "
+                    f"| {md_text(r['suite'])} | {md_code(r['expectation'])} | "
+                    f"{md_text(r.get('column'))} | {md_text(r.get('rule'))} | "
+                    f"{'✅' if r['success'] else '❌'} | {md_text(r.get('observed'), 120)} | "
                     f"{link} |")
             lines.append("")
         if self.dropped:
             lines += ["## Dropped rows", ""]
             for dataset, d in self.dropped.items():
-                where = f" (kept in `{d['file']}`)" if d.get("file") else ""
-                lines.append(f"- {dataset}: {d['rows']} rows ({100 * d['fraction']:.2f}%, max "
-                             f"{100 * d['max_invalid_fraction']:.2f}%) failing "
-                             f"{', '.join(d['rules'])}{where}")
+                where = f" (kept in {md_text(d['file'], 2000)})" if d.get("file") else ""
+                lines.append(f"- {md_text(dataset)}: {d['rows']} rows ({100 * d['fraction']:.2f}%,"
+                             f" max {100 * d['max_invalid_fraction']:.2f}%) failing "
+                             f"{md_text(', '.join(d['rules']))}{where}")
             lines.append("")
         if self.failures:
             lines += [f"## Failures ({len(self.failures)})", ""]
             for i, f in enumerate(self.failures, 1):
-                col = f" column `{f['column']}`" if f.get("column") else ""
-                lines.append(f"### {i}. {f['dataset']}:{col} {f.get('rule') or f['expectation']}")
+                col = f" column {md_code(f['column'])}" if f.get("column") else ""
+                lines.append(f"### {i}. {md_text(f['dataset'])}:{col} "
+                             f"{md_text(f.get('rule') or f['expectation'])}")
                 lines.append("")
-                lines.append(f"- file: `{f.get('file')}`")
-                lines.append(f"- expectation: `{f['expectation']}`")
+                lines.append(f"- file: {md_text(f.get('file'), 2000)}")
+                lines.append(f"- expectation: {md_code(f['expectation'])}")
                 if f.get("observed") is not None:
-                    lines.append(f"- observed: {f['observed']}")
+                    lines.append(f"- observed: {md_text(f['observed'], 2000)}")
                 if f.get("sample"):
-                    sample = json.dumps(json_safe(f["sample"]), ensure_ascii=False)
-                    lines.append(f"- sample: `{sample}`")
+                    sample = json.dumps(short_value(json_safe(f["sample"])), ensure_ascii=False)
+                    lines.append(f"- sample: {md_text(sample, 4000)}")
                 if f.get("rows"):
-                    rows = json.dumps(json_safe(f["rows"][:3]), ensure_ascii=False)
-                    lines.append(f"- rows: `{rows}`")
+                    rows = json.dumps(short_value(json_safe(f["rows"][:3])), ensure_ascii=False)
+                    lines.append(f"- rows: {md_text(rows, 4000)}")
                 lines.append("")
         return "\n".join(lines).rstrip() + "\n"
-
-
-def _md_cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def json_safe(value: Any) -> Any:

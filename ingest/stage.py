@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 ReportCallback = Callable[[ValidationReport], None]
 
+# The data dir's folders that have an owner (docs/architecture.md): a batch is never read from
+# them, so quarantine can never move them. Other folders of the data dir (``data/demo``) may
+# hold batches, and so may ``quarantine/<run id>`` (a quarantined batch re-submitted).
+OWNED_DATA_FOLDERS = ("store", "quarantine", "validation", "features", "models", "mongo",
+                      "backups", "prefect", "runs")
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -83,13 +89,16 @@ def ingest_batch(
         The report and the batch as stored.
 
     Raises:
-        InputFileError: the batch could not be read (quarantined when the folder exists).
+        InputFileError: the batch could not be read (quarantined when the folder exists), or
+            the input is refused by `check_input_dir` (nothing read, moved or written).
         ValidationFailed: the batch broke its contract (always quarantined).
     """
     input_dir = Path(input_dir)
+    check_input_dir(input_dir, data_dir=settings.data_dir)
     run_dir = settings.validation_dir / run_id
     try:
-        batch = read_batch(input_dir, chunk_rows=settings.validate_chunk_rows)
+        batch = read_batch(input_dir, chunk_rows=settings.validate_chunk_rows,
+                           max_line_bytes=settings.max_line_bytes)
     except InputFileError as error:
         _reject_unreadable(error, input_dir, run_id=run_id, settings=settings,
                            on_report=on_report)
@@ -150,6 +159,32 @@ def ingest_batch(
              "already in the raw store as" if stored.skipped else "stored as batch",
              stored.batch_id)
     return IngestResult(report=report, stored=stored)
+
+
+def check_input_dir(input_dir: Path, *, data_dir: Path) -> None:
+    """Refuse an input directory that is the data dir, holds it, or lies in a folder of it
+    that the pipeline owns (`OWNED_DATA_FOLDERS`; in ``quarantine/`` only a quarantined
+    batch, ``quarantine/<run id>``, is a batch). Paths are compared resolved, so ``.``,
+    ``..`` and symbolic links cannot hide the data dir.
+
+    Raises:
+        InputFileError: rule ``input_outside_data_dir``, naming the input and the data dir.
+    """
+    path, data = Path(input_dir).resolve(), Path(data_dir).resolve()
+    problem = None
+    if data.is_relative_to(path):
+        problem = "it is or holds the data dir"
+    elif path.is_relative_to(data):
+        parts = path.relative_to(data).parts
+        resubmitted = (parts[0] == "quarantine" and len(parts) == 2
+                       and not parts[1].startswith("."))
+        if parts[0] in OWNED_DATA_FOLDERS and not resubmitted:
+            problem = f"it lies in {parts[0]}/ of the data dir, which the pipeline owns"
+    if problem is not None:
+        raise InputFileError(
+            input_dir, f"refused as a batch folder: {problem} ({data_dir}); a batch folder "
+            "is outside the data dir's own folders (" + ", ".join(OWNED_DATA_FOLDERS)
+            + "), e.g. data/demo", rule="input_outside_data_dir")
 
 
 def _reject_unreadable(error: InputFileError, input_dir: Path, *, run_id: str,

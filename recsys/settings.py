@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_public_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the API's address as browsers reach it, for links such as the Data Docs "
+        "artifact (RECSYS_API_PUBLIC_URL); default http://<api_host>:<api_port>")
     active_poll_seconds: float = Field(0.5, gt=0)
 
     # Operations

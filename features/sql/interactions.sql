@@ -3,6 +3,8 @@
 -- (purchase 3, like / add_to_cart 2, others 1); weight = sum over events of base x decay, where
 -- decay = 0.5 ^ (age in days at the snapshot's as-of time / half_life_days), floored at 1e-6 so an
 -- old pair keeps a positive weight. half_life_days <= 0 turns the decay off (decay = 1).
+-- raw_interactions holds each event once: (user_id, item_id, timestamp, event_type), the
+-- latest ingested batch winning (features/snapshot.py, "Event identity").
 WITH events AS (
     SELECT
         e.user_id,

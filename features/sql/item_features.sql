@@ -1,5 +1,7 @@
 -- Per-item popularity, rating statistics, genres and age, joined to the item's attributes
 -- (latest known row). Ages are measured from the snapshot's as-of time.
+-- raw_interactions holds each event once: (user_id, item_id, timestamp, event_type), the
+-- latest ingested batch winning (features/snapshot.py, "Event identity").
 WITH activity AS (
     SELECT
         e.item_id,

@@ -1,5 +1,7 @@
--- Per-user activity, recency, rating statistics and genre affinity, joined to the user's
--- attributes (latest known row). Recency is measured from the snapshot's as-of time.
+-- Per-user activity, recency, rating statistics, genre affinity and recent items, joined to the
+-- user's attributes (latest known row). Recency is measured from the snapshot's as-of time.
+-- raw_interactions holds each event once: (user_id, item_id, timestamp, event_type), the
+-- latest ingested batch winning (features/snapshot.py, "Event identity").
 WITH activity AS (
     SELECT
         e.user_id,
@@ -33,6 +35,21 @@ affinity AS (
     FROM (SELECT *, SUM(n) OVER (PARTITION BY user_id) AS total FROM genre_counts)
     CROSS JOIN build_params AS p
     GROUP BY user_id, p.top_genres
+),
+-- the user's 20 latest distinct items by their last event (ties: item id), newest first; the
+-- window keeps only 20 rows per user before the lists are built
+recent AS (
+    SELECT
+        user_id,
+        LIST({'item_id': item_id, 'last_ts': last_ts} ORDER BY last_ts DESC, item_id)
+            AS recent_items
+    FROM (
+        SELECT user_id, item_id, MAX("timestamp") AS last_ts
+        FROM raw_interactions
+        GROUP BY user_id, item_id
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY last_ts DESC, item_id) <= 20
+    )
+    GROUP BY user_id
 )
 SELECT
     u.*,
@@ -47,9 +64,11 @@ SELECT
     a.first_ts,
     a.last_ts,
     CAST((EPOCH(p.as_of) - EPOCH(a.last_ts)) / 86400.0 AS FLOAT) AS days_since_last,
-    COALESCE(f.genre_affinity, []) AS genre_affinity
+    COALESCE(f.genre_affinity, []) AS genre_affinity,
+    COALESCE(r.recent_items, []) AS recent_items
 FROM raw_users AS u
 CROSS JOIN build_params AS p
 LEFT JOIN activity AS a USING (user_id)
 LEFT JOIN affinity AS f USING (user_id)
+LEFT JOIN recent AS r USING (user_id)
 ORDER BY u.user_id

@@ -130,3 +130,9 @@ def test_manifest_records_versions_sources_and_params(raw_files, tmp_path):
     with pytest.raises(ValueError, match="unknown feature build parameter"):
         build_snapshot(raw_files, features_root=tmp_path / "g", snapshot_id="s",
                        params={"half_life": 3})
+
+
+def test_batches_of_separate_months_need_no_grouping(store):
+    """The usual case, daily or monthly batches that do not overlap: the build reads the rows
+    as events (no grouping), as before the event-identity rule (issue 13)."""
+    assert sources_from_store(store, None).events_distinct

@@ -125,3 +125,81 @@ def test_na_like_strings_are_ids_not_nulls(tmp_path: Path) -> None:
     batch = read_batch(root)
     assert batch.users["user_id"].tolist() == ["NA", "null"]
     assert not pd.isna(batch.users["user_id"]).any()
+
+
+# ------------------------------------------------ issue 13: garbage types are not data
+
+
+def _parquet_batch(root: Path, **tables: pa.Table) -> Path:
+    write_batch(root, **{name: None for name in tables})
+    for name, table in tables.items():
+        pq.write_table(table, root / f"{name}.parquet")
+    return root
+
+
+@pytest.mark.parametrize(("dataset", "column", "table"), [
+    ("users", "user_id", pa.table({"user_id": [{"id": "u1"}, {"id": "u2"}]})),
+    ("users", "user_id", pa.table({"user_id": [["u1"], ["u2"]]})),
+    ("users", "user_id", pa.table({"user_id": [True, False]})),
+    ("users", "user_id", pa.table({"user_id": [1.5, 2.0]})),
+    ("interactions", "item_id", pa.table({"user_id": ["007"], "item_id": [{"id": 1}],
+                                          "timestamp": [881250949]})),
+])
+def test_id_columns_must_be_text_or_integers(tmp_path: Path, dataset: str, column: str,
+                                             table: pa.Table) -> None:
+    """Regression (issue 13): a parquet user_id of struct type became ids like
+    "{'id': 'u0000001'}"."""
+    err = _error(_parquet_batch(tmp_path / "b", **{dataset: table}))
+    assert err.path.name == f"{dataset}.parquet"
+    assert (err.column, err.rule) == (column, "id_type")
+    assert f"column '{column}'" in str(err)
+
+
+def test_chunked_interactions_are_checked_too(tmp_path: Path) -> None:
+    table = pa.table({"user_id": [{"id": "007"}] * 5, "item_id": ["1"] * 5,
+                      "timestamp": [881250949] * 5})
+    with pytest.raises(InputFileError) as info:
+        read_batch(_parquet_batch(tmp_path / "b", interactions=table), chunk_rows=2)
+    assert (info.value.column, info.value.rule) == ("user_id", "id_type")
+
+
+@pytest.mark.parametrize(("dataset", "column", "table"), [
+    ("items", "title", pa.table({"item_id": ["1"], "title": [["Toy Story"]]})),
+    ("items", "genres", pa.table({"item_id": ["1"], "title": ["T"], "genres": [[["Action"]]]})),
+    ("items", "genres", pa.table({"item_id": ["1"], "title": ["T"],
+                                  "genres": [{"name": "Action"}]})),
+    ("users", "occupation", pa.table({"user_id": ["007"], "occupation": [{"a": 1}]})),
+    ("interactions", "rating", pa.table({"user_id": ["007"], "item_id": ["1"],
+                                         "timestamp": [881250949], "rating": [[5]]})),
+])
+def test_nested_values_are_refused_unless_the_column_is_a_list(tmp_path: Path, dataset: str,
+                                                               column: str,
+                                                               table: pa.Table) -> None:
+    """Regression (issue 13): nested values were stringified ("['Action']")."""
+    err = _error(_parquet_batch(tmp_path / "b", **{dataset: table}))
+    assert (err.path.name, err.column, err.rule) == (f"{dataset}.parquet", column,
+                                                     "nested_value")
+
+
+def test_list_genres_stay_lists(tmp_path: Path) -> None:
+    from ingest.normalize import normalize_batch
+
+    table = pa.table({"item_id": ["1", "2", "3"], "title": ["a", "b", "c"],
+                      "genres": pa.array([["Action"], ["Comedy", "Drama"], None],
+                                         pa.large_list(pa.string()))})
+    batch = normalize_batch(read_batch(_parquet_batch(tmp_path / "b", items=table)))
+    assert [list(g) for g in batch.items["genres"]] == [["Action"], ["Comedy", "Drama"], []]
+
+
+def test_whitespace_around_ids_is_trimmed(tmp_path: Path) -> None:
+    """Regression (issue 13): "u0000001 " was published beside "u0000001" as another user.
+    The rule: ids are trimmed when read (a documented normalisation)."""
+    root = write_batch(tmp_path / "b", users='user_id\n" 007"\n008 \n009\n',
+                       interactions="user_id,item_id,timestamp\n007 ,1 ,881250949\n")
+    (root / "items.csv").unlink()
+    pq.write_table(pa.table({"item_id": [" 1", "2\t", "3"], "title": ["a", "b", "c"]}),
+                   root / "items.parquet")
+    batch = read_batch(root)
+    assert batch.users["user_id"].tolist() == ["007", "008", "009"]
+    assert batch.items["item_id"].tolist() == ["1", "2", "3"]
+    assert batch.interactions[["user_id", "item_id"]].values.tolist() == [["007", "1"]]

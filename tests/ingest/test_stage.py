@@ -205,3 +205,23 @@ def test_a_store_error_leaves_no_staging_folder(tmp_path: Path,
     with pytest.raises(OSError, match="disk full"):
         ingest_batch(write_batch(tmp_path / "b"), run_id="r", settings=settings)
     assert store_contents(settings) == []
+
+
+def test_an_id_with_stray_whitespace_is_the_same_id(tmp_path: Path) -> None:
+    """Regression (issue 13): "u0000001 " was published beside "u0000001" as another user.
+    Ids are trimmed when read, so the repeat is a duplicate the contract rejects, and an
+    interaction naming "007 " belongs to user "007"."""
+    settings = _settings(tmp_path)
+    with pytest.raises(ValidationFailed) as info:
+        ingest_batch(write_batch(tmp_path / "dup", users="user_id\n007\n007 \n008\n009\n"),
+                     run_id="dup", settings=settings)
+    assert [(f["rule"], f["sample"]) for f in info.value.failures] == [("id_unique", ["007"])]
+
+    result = ingest_batch(write_batch(tmp_path / "ok", users="user_id\n007  \n008\n009\n",
+                                      interactions=INTERACTIONS_CSV + " 009 ,\t2,881250949,3\n"),
+                          run_id="ok", settings=settings)
+    users = stored_table(settings, result.stored, "users").column("user_id").to_pylist()
+    inter = stored_table(settings, result.stored, "interactions").to_pandas()
+    assert sorted(users) == ["007", "008", "009"]
+    assert set(inter["user_id"]) == {"007", "008", "009"} and set(inter["item_id"]) <= {
+        "1", "2", "3"}

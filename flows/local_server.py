@@ -112,7 +112,10 @@ class LocalPrefectServer:
         env = {**os.environ, **_SERVER_ENV,
                **get_current_settings().to_environment_variables(exclude_unset=True)}
         env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of itself
+        # A process group of its own: Ctrl-C in a terminal interrupts the run, which then
+        # reports its end to a server that is still up, and stops it afterwards.
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,  # noqa: S603
+                                process_group=0,
                                 preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
 
     def start(self) -> str:

@@ -69,6 +69,8 @@ from ingest.raw_store import (
 )
 from recsys.errors import FeatureStoreError
 from recsys.hashing import file_sha256
+from recsys.ids import check_id
+from recsys.progress import ProgressCallback, report_progress
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +355,8 @@ def _check_declared(view: FeatureView, schema: list[dict[str, str]]) -> None:
 
 def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
                 as_of: datetime | None = None, params: dict[str, Any] | None = None,
-                threads: int | None = None, memory_limit: str | None = None) -> Manifest:
+                threads: int | None = None, memory_limit: str | None = None,
+                progress: ProgressCallback | None = None) -> Manifest:
     """Build every registered view from `sources` into a new immutable snapshot.
 
     Args:
@@ -363,6 +366,8 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
         as_of: cut-off (naive means UTC); only events at or before it are used.
         params: overrides of `features.registry.DEFAULT_PARAMS` (e.g. `half_life_days`).
         threads, memory_limit: DuckDB resource limits (defaults: DuckDB's).
+        progress: told after each view is written (step ``build features``, views done,
+            views registered).
 
     Returns:
         The snapshot's manifest (also written to `manifests/<snapshot_id>.json`).
@@ -372,6 +377,7 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
         FeatureStoreError: a view's output does not match its declared columns.
     """
     features_root = Path(features_root)
+    check_id(snapshot_id, kind="snapshot id")  # it names folders and MongoDB collections
     if manifest_path(features_root, snapshot_id).exists():
         raise FileExistsError(f"feature snapshot {snapshot_id} already exists in {features_root}")
     unknown = set(params or {}) - set(DEFAULT_PARAMS)
@@ -421,6 +427,7 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
             )
             log.info("feature view %s (v %s): %d rows -> %s", view.name, view.version,
                      views[view.name].rows, out_file)
+            report_progress(progress, "build features", len(views), len(REGISTRY))
     except BaseException:
         for folder in written:  # no manifest, so no snapshot: leave nothing half-built
             shutil.rmtree(folder, ignore_errors=True)

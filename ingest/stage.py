@@ -23,6 +23,8 @@ from ingest.report import ValidationReport, write_reports
 from ingest.validate import validate_batch
 from ingest.writer import ChunkWriter, write_batch_parquet, write_dropped
 from recsys.errors import InputFileError, ValidationFailed
+from recsys.ids import check_id
+from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def ingest_batch(
     settings: Settings,
     on_report: ReportCallback | None = None,
     now: pd.Timestamp | None = None,
+    progress: ProgressCallback | None = None,
 ) -> IngestResult:
     """Read and validate a batch; write it, normalized, into the raw store (`settings.store_dir`).
 
@@ -84,6 +87,8 @@ def ingest_batch(
         on_report: called with the report before returning or raising (pass or fail), e.g. to
             publish it as a Prefect artifact (`ValidationReport.to_markdown`).
         now: the clock for the future-timestamp rule (default: now, UTC).
+        progress: told how validation advances (`validate_batch`: rows per dataset, once per
+            chunk of a streamed table).
 
     Returns:
         The report and the batch as stored.
@@ -92,7 +97,9 @@ def ingest_batch(
         InputFileError: the batch could not be read (quarantined when the folder exists), or
             the input is refused by `check_input_dir` (nothing read, moved or written).
         ValidationFailed: the batch broke its contract (always quarantined).
+        InvalidId: `run_id` cannot name the run's folders (nothing read or written).
     """
+    check_id(run_id, kind="run id")
     input_dir = Path(input_dir)
     check_input_dir(input_dir, data_dir=settings.data_dir)
     run_dir = settings.validation_dir / run_id
@@ -115,6 +122,7 @@ def ingest_batch(
                 known_item_ids=known_ids(settings.store_dir, "items"),
                 docs_dir=run_dir / "data-docs" if settings.validation_data_docs else None,
                 now=now,
+                progress=progress,
                 on_chunk=(lambda dataset, kept, dropped: writers[dataset].write(kept, dropped))
                 if writers else None,
             )

@@ -75,11 +75,42 @@ def _configure_prefect_defaults() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
+class RunLogFormatter(logging.Formatter):
+    """Says where a record comes from: the Prefect task or flow run that logged it (Prefect's
+    run loggers attach ``task_run_name`` / ``flow_run_name``), else the logger's name; so
+    "Finished in state Completed()" names its task."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        task_run = getattr(record, "task_run_name", None)
+        flow_run = getattr(record, "flow_run_name", None)
+        record.source = (f"task '{task_run}'" if task_run
+                         else f"flow '{flow_run}'" if flow_run else record.name)
+        return super().format(record)
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now: while rich draws progress bars it swaps in a
+    proxy that prints log lines above the bars. (No leading underscore in the name: Prefect's
+    logging setup keeps only root handlers that look like the user's own.)"""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     # Our own modules log at INFO; libraries (httpx, GE, ...) only speak up on warnings.
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = StderrHandler()
+    handler.setFormatter(RunLogFormatter("%(asctime)s %(levelname)s %(source)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     if not verbose:
         for name in OWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.INFO)
@@ -163,16 +194,34 @@ def import_movielens_cmd(
                f"interactions to {batch.directory}")
 
 
+def _metric_cell(value: Any, width: int) -> str:
+    """One cell of `_metrics_table`: counts as integers, rates with 4 decimals."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{'-' if value is None else value!s:>{width}}"
+    return f"{value:>{width}d}" if isinstance(value, int) else f"{value:>{width}.4f}"
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
+    """The holdout metrics per model (als, popular) as a text table."""
     rows = {name: values for name, values in metrics.items()
             if isinstance(values, dict) and name != "timings"}
     if not rows:
         return json.dumps(metrics)
     columns = sorted({col for values in rows.values() for col in values})
-    lines = ["model      " + "  ".join(f"{c:>10}" for c in columns)]
+    widths = [max(10, len(c)) for c in columns]
+    lines = ["model      " + "  ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     for name, values in rows.items():
-        cells = "  ".join(f"{values.get(c, float('nan')):>10.4f}" for c in columns)
+        cells = "  ".join(_metric_cell(values.get(c), w)
+                          for c, w in zip(columns, widths, strict=True))
         lines.append(f"{name:<10} {cells}")
+    return "\n".join(lines)
+
+
+def _timings_table(timings: dict[str, float]) -> str:
+    """Seconds per pipeline stage, in run order, and their sum."""
+    lines = [f"{'stage':<10} {'seconds':>10}",
+             *(f"{stage:<10} {seconds:>10.1f}" for stage, seconds in timings.items()),
+             f"{'total':<10} {sum(timings.values()):>10.1f}"]
     return "\n".join(lines)
 
 
@@ -208,6 +257,8 @@ def pipeline(
         typer.echo(f"run {result.run_id}: champion kept; model version {result.version} "
                    f"registered, not published ({result.gate.get('reason')}) in {elapsed:.1f}s")
     typer.echo(_metrics_table(result.metrics))
+    if result.timings:
+        typer.echo(_timings_table(result.timings))
 
 
 @app.command()
@@ -216,13 +267,29 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
-    """Serve the recommendations API (FastAPI on uvicorn)."""
+    """Serve the recommendations API (FastAPI on uvicorn).
+
+    With several workers, Prometheus metrics go through a fresh folder under the data dir
+    (prometheus-client's multiprocess mode), so `/metrics` sums every worker.
+    """
+    import shutil
+
     import uvicorn
 
+    from serving.api.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
+
     settings = load_settings()
-    uvicorn.run("serving.api.main:app_from_environment", factory=True,
-                host=host or settings.api_host,
-                port=port or settings.api_port, workers=workers, log_level="info")
+    metrics_dir = None
+    if workers > 1:  # before any worker starts (and creates a metric)
+        metrics_dir = fresh_multiprocess_dir(settings.data_dir / "api-metrics")
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    try:
+        uvicorn.run("serving.api.main:app_from_environment", factory=True,
+                    host=host or settings.api_host,
+                    port=port or settings.api_port, workers=workers, log_level="info")
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m recsys`

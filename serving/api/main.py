@@ -2,7 +2,8 @@
 
 Run it with `uvicorn --factory serving.api.main:app_from_environment` (what `recsys serve` does):
 each worker process reads the settings once and makes one AsyncMongoClient in the lifespan, so
-forking workers is safe. Each worker has its own document cache, rate limiter and metrics.
+forking workers is safe. Each worker has its own document cache and rate limiter; with several
+workers `/metrics` sums them all (see `serving.api.metrics`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,22 @@ from recsys.settings import Settings, load_settings
 from serving.api.active import POLL_TIMEOUT_S, ActiveState, ActiveVersionCache
 from serving.api.cache import DocumentCache, MongoGuard, is_outage, is_unavailable
 from serving.api.deps import Services, require_key
-from serving.api.logs import json_logging, request_id_var
-from serving.api.metrics import ApiMetrics
+from serving.api.docs import install_docs
+from serving.api.logs import json_logging
+from serving.api.metrics import ApiMetrics, multiprocess_dir
 from serving.api.middleware import RequestMiddleware
 from serving.api.models import error_responses
 from serving.api.openapi import install_openapi
-from serving.api.routes import admin, health, items, recommendations
+from serving.api.routes import (
+    admin,
+    catalogue,
+    data_docs,
+    explorer,
+    health,
+    items,
+    recommendations,
+    stats,
+)
 from serving.api.security import (
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_RATE,
@@ -44,6 +55,17 @@ from serving.api.security import (
 
 logger = logging.getLogger(__name__)
 
+API_DESCRIPTION = """\
+**Keys.** With `RECSYS_API_KEYS` set, every endpoint but `/health` and these docs needs
+`X-API-Key` (401 without a valid one); `/admin/...` always needs a key from
+`RECSYS_ADMIN_API_KEYS` (403 with another key). Too many failed authentications from one
+address, or a key over its rate limit, get 429 with `Retry-After`.
+
+**Errors** are JSON `{"detail": ...}`; every answer carries one `X-Request-ID` (the caller's
+when it is a safe token). 503 with `Retry-After`: no active model version, or MongoDB
+unreachable or too slow.
+"""
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,8 +73,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     with contextlib.ExitStack() as stack:
         if settings.api_log_json:
             stack.enter_context(json_logging())
-        async with _services(app):
-            yield
+        try:
+            async with _services(app):
+                yield
+        finally:
+            app.state.metrics.process_exit()
 
 
 @asynccontextmanager
@@ -101,7 +126,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
 
 def _error(request: Request, status: int, detail: object, retry_after: int | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    headers = {**(headers or {}), "X-Request-ID": request_id_var.get()}
+    headers = dict(headers or {})  # X-Request-ID: RequestMiddleware adds it to every answer
     if status in (429, 503):
         default = request.app.state.settings.api_retry_after_seconds
         headers["Retry-After"] = str(retry_after or default)
@@ -152,6 +177,7 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # RequestMiddleware answers errors raised inside it; this covers anything outside it
     logger.error("unhandled error: %r", exc, exc_info=exc)
     return _error(request, 500, "internal error")
 
@@ -161,10 +187,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="recsys serving API",
         summary="Batch-computed recommendations, similar items and embeddings from MongoDB.",
+        description=API_DESCRIPTION,
         version="0.2.0",
         lifespan=_lifespan,
+        docs_url=None,  # CDN pages; install_docs serves them with packaged assets
+        redoc_url=None,
     )
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(multiprocess_dir())
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.keys = KeyChecker(parse_keys(settings.api_keys), parse_keys(settings.admin_api_keys))
@@ -180,10 +209,15 @@ def create_app(settings: Settings) -> FastAPI:
     keyed_errors = error_responses(401, 429)
     app.include_router(recommendations.router, dependencies=keyed, responses=keyed_errors)
     app.include_router(items.router, dependencies=keyed, responses=keyed_errors)
+    app.include_router(catalogue.router, dependencies=keyed, responses=keyed_errors)
+    app.include_router(stats.router, dependencies=keyed, responses=keyed_errors)
+    app.include_router(explorer.router)  # its own key check: header or ?key=
     app.include_router(health.router)
     app.include_router(health.protected, responses=keyed_errors)
     app.include_router(admin.router)
+    app.include_router(data_docs.router)
     install_openapi(app, settings)
+    install_docs(app)
     app.add_middleware(RequestMiddleware, metrics=metrics,
                        max_body_bytes=settings.api_max_body_bytes)
     return app

@@ -1,6 +1,10 @@
-"""One pure-ASGI middleware for every request: id, size limit, metrics and the access log.
+"""One pure-ASGI middleware for every request: id, size limit, metrics, the access log and the
+500 answer to an unexpected error.
 
-Pure ASGI (not `BaseHTTPMiddleware`) so it adds microseconds, not a task per request.
+Pure ASGI (not `BaseHTTPMiddleware`) so it adds microseconds, not a task per request. It is the
+one place that sets `X-Request-ID`: every answer passes through it, error answers included (the
+exception handlers run inside it; an unexpected error is answered here, with the request's id,
+rather than by Starlette's outermost error middleware, which runs after the id is gone).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.api.logs import request_id_var
 from serving.api.metrics import ApiMetrics
 
+logger = logging.getLogger(__name__)
 access_log = logging.getLogger("serving.api.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -31,8 +36,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 class RequestMiddleware:
     """Sets `X-Request-ID` (taken from the request when sane, else a new uuid4), refuses bodies
-    over `max_body_bytes` (413), records `ApiMetrics` by route template and status, and logs
-    one access line per request."""
+    over `max_body_bytes` (413), answers an unexpected error with a JSON 500, records
+    `ApiMetrics` by route template and status, and logs one access line per request."""
 
     def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, max_body_bytes: int) -> None:
         self.app = app
@@ -83,9 +88,12 @@ class RequestMiddleware:
             async def app_receive() -> Message:
                 return replay.pop() if replay else await receive()
 
+        started_response = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = list(message.get("headers", ()))
                 if not any(key.lower() == REQUEST_ID_HEADER for key, _ in headers):
@@ -99,6 +107,12 @@ class RequestMiddleware:
                                  b'{"detail":"request body larger than %d bytes"}' % limit)
             else:
                 await self.app(scope, app_receive, send_wrapper)
+        except Exception as exc:
+            status = 500
+            if started_response:  # half an answer is out: let the server drop the connection
+                raise
+            logger.error("unhandled error: %r", exc, exc_info=exc)
+            await _send_json(send_wrapper, 500, b'{"detail":"internal error"}')
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -14,9 +14,25 @@ FILTER_PATTERN = r"^[^:]+:.+$"
 """`attribute:value` (the value may contain ':'), as checked by `deps.build_options`."""
 FilterSpec = Annotated[str, Field(json_schema_extra={"pattern": FILTER_PATTERN})]
 
+# Examples for the OpenAPI schema (one per model; nested ones reuse the smaller ones).
+_VERSION = "20260105T101500Z-1a2b3c"
+_GENERATED = "2026-01-05T10:20:31Z"
+_BECAUSE = {"item_id": "i000123", "contribution": 0.41}
+_ITEM = {"item_id": "i000042", "score": 0.873, "rank": 1, "genres": ["Comedy", "Drama"],
+         "because": [_BECAUSE]}
+_USER_RECS = {"total": 50, "offset": 0, "next_offset": 1, "user_id": "u0000001",
+              "model_version": _VERSION, "generated_at": _GENERATED,
+              "source": "personalized", "items": [_ITEM]}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
 
 class Because(BaseModel):
     """A past item of the user that contributed to a recommendation."""
+
+    model_config = _examples(_BECAUSE)
 
     item_id: str
     contribution: float
@@ -26,7 +42,7 @@ class RecommendedItem(BaseModel):
     """One listed item. Item attributes materialised at publish time (e.g. `genres`) are
     included as extra fields; `because` only with `explain=true`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_ITEM]})
 
     item_id: str
     score: float
@@ -45,6 +61,8 @@ class _Page(BaseModel):
 class UserRecommendationsPublic(_Page):
     """Top-k items for a user; `source` is "popular" when the user is unknown to the model."""
 
+    model_config = _examples(_USER_RECS)
+
     user_id: str
     model_version: str
     generated_at: datetime | None
@@ -55,7 +73,8 @@ class UserRecommendationsPublic(_Page):
 class BatchRecommendationsRequest(BaseModel):
     """`POST /recommendations/batch`: the same options as the GET endpoint, in the body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user_ids": ["u0000001", "u0000002"], "k": 5, "genre": ["Comedy"], "explain": True}]})
 
     user_ids: list[EntityId] = Field(
         min_length=1, description="up to RECSYS_API_BATCH_MAX_USERS ids",
@@ -70,6 +89,11 @@ class BatchRecommendationsRequest(BaseModel):
 
 
 class BatchRecommendationsPublic(BaseModel):
+    """Each requested user's list, in the order of `user_ids`."""
+
+    model_config = _examples({"model_version": _VERSION, "generated_at": _GENERATED,
+                              "results": [_USER_RECS]})
+
     model_version: str
     generated_at: datetime | None
     results: list[UserRecommendationsPublic]
@@ -77,6 +101,12 @@ class BatchRecommendationsPublic(BaseModel):
 
 class SimilarItemsPublic(_Page):
     """Items most similar to `item_id` (itself excluded); `source` is always "similar"."""
+
+    model_config = _examples({"total": 20, "offset": 0, "next_offset": 1,
+                              "item_id": "i000042", "model_version": _VERSION,
+                              "generated_at": _GENERATED, "source": "similar",
+                              "items": [{"item_id": "i000007", "score": 0.91, "rank": 1,
+                                         "genres": ["Comedy"]}]})
 
     item_id: str
     model_version: str
@@ -88,6 +118,9 @@ class SimilarItemsPublic(_Page):
 class EmbeddingPublic(BaseModel):
     """A user's or item's latent factors (float32 values as JSON numbers)."""
 
+    model_config = _examples({"id": "u0000001", "model_version": _VERSION, "dim": 4,
+                              "vector": [0.125, -0.5, 0.0625, 0.75]})
+
     id: str
     model_version: str
     dim: int
@@ -95,10 +128,19 @@ class EmbeddingPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
+    """The process is up."""
+
+    model_config = _examples({"status": "ok"})
+
     status: Literal["ok"] = "ok"
 
 
 class ReadyPublic(BaseModel):
+    """MongoDB answers and this version is served."""
+
+    model_config = _examples({"status": "ready", "model_version": _VERSION,
+                              "generated_at": _GENERATED, "switched_at": "2026-01-05T10:24:02Z"})
+
     status: Literal["ready"] = "ready"
     model_version: str
     generated_at: datetime | None = None
@@ -106,17 +148,34 @@ class ReadyPublic(BaseModel):
 
 
 class ActivateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The version to serve."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"version": _VERSION}]})
 
     version: ModelVersion
 
 
 class ActivatePublic(BaseModel):
+    """The version now served and the one it replaced (null when it was already served)."""
+
+    model_config = _examples({"active_version": _VERSION,
+                              "previous_version": "20251229T101500Z-9f8e7d"})
+
     active_version: str
     previous_version: str | None
 
 
 class VersionPublic(BaseModel):
+    """A published model version as MongoDB holds it."""
+
+    model_config = _examples({
+        "version": _VERSION, "status": "ready", "active": True,
+        "created_at": "2026-01-05T10:21:00Z", "ready_at": "2026-01-05T10:23:58Z",
+        "generated_at": _GENERATED,
+        "counts": {"users": 2000, "items": 1000, "recs": 2000, "similar": 1000, "popular": 1,
+                   "factors": 3000}})
+
     version: str
     status: str
     active: bool
@@ -127,6 +186,10 @@ class VersionPublic(BaseModel):
 
 
 class ErrorPublic(BaseModel):
+    """Every error answer (422 lists `{type, loc, msg}` objects instead of a string)."""
+
+    model_config = _examples({"detail": "unknown item 'i999999' in version " + _VERSION})
+
     detail: str
 
 
@@ -143,6 +206,20 @@ _ERROR_MEANING = {
 }
 
 
+_ERROR_EXAMPLE = {
+    400: "There was an error parsing the body",
+    401: "missing X-API-Key header",
+    403: "this API key has no admin rights",
+    404: "unknown item 'i999999' in version " + _VERSION,
+    409: "another publish holds the lock",
+    413: "request body larger than 262144 bytes",
+    429: "rate limit exceeded",
+    503: "MongoDB is unavailable",
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses (every error body is `ErrorPublic`)."""
-    return {code: {"model": ErrorPublic, "description": _ERROR_MEANING[code]} for code in codes}
+    return {code: {"model": ErrorPublic, "description": _ERROR_MEANING[code],
+                   "content": {"application/json": {"example": {"detail": _ERROR_EXAMPLE[code]}}}}
+            for code in codes}

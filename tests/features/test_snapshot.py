@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from features.snapshot import build_snapshot, load_manifest
+from recsys.errors import InvalidId
 
 
 def test_views_and_manifest(raw_files, tmp_path):
@@ -42,3 +43,12 @@ def test_same_inputs_give_identical_files(raw_files, tmp_path):
     b = build_snapshot(raw_files, features_root=tmp_path / "b", snapshot_id="s")
     for view in a.views:
         assert a.view_path(view).read_bytes() == b.view_path(view).read_bytes()
+
+
+def test_a_snapshot_id_that_is_no_id_writes_nothing(raw_files, tmp_path):
+    """Regression: `features build --snapshot-id "../../escaped snap"` escaped the features
+    folder and left a stray temporary directory behind."""
+    root = tmp_path / "features"
+    with pytest.raises(InvalidId, match="snapshot id"):
+        build_snapshot(raw_files, features_root=root, snapshot_id="../../escaped snap")
+    assert not any(tmp_path.rglob("*escaped*"))

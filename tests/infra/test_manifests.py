@@ -132,7 +132,10 @@ def _defined_metrics() -> set[str]:
         text = source.read_text()
         if "prometheus_client" not in text:
             continue
-        for kind, name in re.findall(r'(Counter|Histogram|Gauge)\(\s*"(\w+)"', text):
+        constants = dict(re.findall(r'^(\w+)\s*=\s*"(\w+)"', text, flags=re.M))
+        for kind, literal, constant in re.findall(
+                r'(Counter|Histogram|Gauge)\(\s*(?:"(\w+)"|([A-Z_]+)\b)', text):
+            name = literal or constants.get(constant, "")
             names |= {f"{name}_total"} if kind == "Counter" else (
                 {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "Histogram"
                 else {name})

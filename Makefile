@@ -65,9 +65,10 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 # Prefect server + process worker in the background, then the deployments of prefect.yaml.
-# UI: http://127.0.0.1:$(PREFECT_PORT). Stop with `make prefect-down`. Everything (the server's
-# SQLite database and settings under home/, logs, pids) stays in $(PREFECT_RUN), never in
-# ~/.prefect; PREFECT_PORT and RECSYS_DATA_DIR move it, so a test can run its own.
+# UI: http://127.0.0.1:$(PREFECT_PORT) (its pages call the API on the same port, not Prefect's
+# default 4200). Stop with `make prefect-down`. Everything (the server's SQLite database and
+# settings under home/, logs, pids) stays in $(PREFECT_RUN), never in ~/.prefect; PREFECT_PORT
+# and RECSYS_DATA_DIR move it, so a test can run its own.
 PREFECT_PORT ?= 4200
 PREFECT_RUN := $(abspath $(DATA_DIR))/prefect
 PREFECT_BASE_ENV := PREFECT_HOME=$(PREFECT_RUN)/home PREFECT_SERVER_ANALYTICS_ENABLED=false
@@ -89,7 +90,8 @@ prefect-up: $(STAMP)
 	@mkdir -p $(PREFECT_RUN)/home
 	@$(PREFECT_PROCS); if running server; \
 	then echo "Prefect server already running (pid $$(cat $(PREFECT_RUN)/server.pid))"; \
-	else $(PREFECT_BASE_ENV) nohup $(SETSID) $(BIN)/prefect server start --host 127.0.0.1 \
+	else $(PREFECT_BASE_ENV) PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		nohup $(SETSID) $(BIN)/prefect server start --host 127.0.0.1 \
 		--port $(PREFECT_PORT) < /dev/null > $(PREFECT_RUN)/server.log 2>&1 & \
 		echo $$! > $(PREFECT_RUN)/server.pid; fi
 	@$(PREFECT_PROCS); for i in $$(seq 1 240); do \

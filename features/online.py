@@ -17,7 +17,9 @@ Document shapes (datetimes are UTC; ids are strings):
     {_id: <snapshot_id>, status: "building" | "ready" | "dropping", as_of: datetime,
      created_at: datetime, ready_at: datetime | None,
      collections: {users: "user_features_<snapshot_id>", items: "item_features_<snapshot_id>"},
-     counts: {users: int, items: int}, view_versions: {user_features: str, item_features: str}}
+     counts: {users: int, items: int}, view_versions: {user_features: str, item_features: str},
+     catalogue: {items: int, interactions: int,              # `catalogue_summary`, for /stats
+                 genres: [{genre: str, items: int, interactions: int}]}}
 
 ``feature_state`` -- the pointer, a single document::
 
@@ -54,6 +56,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
@@ -67,6 +70,7 @@ from recsys.mongo import (
     feature_collection,
     feature_collections,
 )
+from recsys.progress import ProgressCallback, report_progress
 from recsys.versions import VersionedCollections
 
 log = logging.getLogger(__name__)
@@ -97,14 +101,45 @@ def _documents(manifest: Manifest, entity: str, batch_size: int) -> Iterator[lis
         yield table.to_pylist()
 
 
-def _insert(db: Database, name: str, docs: Iterable[list[dict[str, Any]]]) -> int:
+def _insert(db: Database, name: str, docs: Iterable[list[dict[str, Any]]], *,
+            progress: ProgressCallback | None = None, step: str = "", total: int | None = None
+            ) -> int:
     coll = db[name]
     written = 0
     for chunk in docs:
         if chunk:
             coll.insert_many(chunk, ordered=False)
             written += len(chunk)
+            report_progress(progress, step, written, total)
     return written
+
+
+def catalogue_summary(manifest: Manifest) -> dict[str, Any]:
+    """Catalogue totals of a snapshot's item_features: items, interactions (the sum of
+    `n_interactions`) and per genre the items and their interactions, busiest first.
+
+    Computed once when the snapshot is materialized (two columns, vectorised) and stored in
+    its registry document, so the API's `/stats` never scans the item collection.
+    """
+    path = manifest.view_path(ENTITY_VIEWS["items"][0])
+    names = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in ("genres", "n_interactions") if c in names])
+    n = table.num_rows
+    events = (pc.fill_null(table.column("n_interactions"), 0).combine_chunks()
+              if "n_interactions" in names else pa.array([0] * n, pa.int64()))
+    rows: list[dict[str, Any]] = []
+    if "genres" in names and n:
+        genres = table.column("genres").combine_chunks()
+        pairs = pa.table({"genre": pc.list_flatten(genres),
+                          "n": pc.take(events, pc.list_parent_indices(genres))})
+        grouped = pairs.filter(pc.is_valid(pairs.column("genre"))).group_by("genre").aggregate(
+            [("n", "count"), ("n", "sum")])
+        rows = [{"genre": str(g), "items": int(c), "interactions": int(t or 0)}
+                for g, c, t in zip(grouped.column("genre").to_pylist(),
+                                   grouped.column("n_count").to_pylist(),
+                                   grouped.column("n_sum").to_pylist(), strict=True)]
+        rows.sort(key=lambda r: (-r["interactions"], r["genre"]))
+    return {"items": n, "interactions": int(pc.sum(events).as_py() or 0), "genres": rows}
 
 
 def is_materialized(db: Database, snapshot_id: str) -> bool:
@@ -112,11 +147,13 @@ def is_materialized(db: Database, snapshot_id: str) -> bool:
     return online_versions(db).is_ready(snapshot_id)
 
 
-def write_snapshot(db: Database, manifest: Manifest, *, batch_size: int = 5000) -> dict[str, Any]:
+def write_snapshot(db: Database, manifest: Manifest, *, batch_size: int = 5000,
+                   progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Write and verify a snapshot's user and item features, without switching to it.
 
     A snapshot already materialized (status ready) is not rewritten. A failed write is removed
-    again; the online snapshot never changes here.
+    again; the online snapshot never changes here. `progress` is told the documents written
+    after each batch (steps ``write <entity> features``).
 
     Returns:
         ``{snapshot_id, counts: {users, items}, collections, seconds, rewritten}``.
@@ -144,11 +181,13 @@ def write_snapshot(db: Database, manifest: Manifest, *, batch_size: int = 5000) 
     counts: dict[str, int] = {}
     try:
         for entity, name in collections.items():
-            counts[entity] = _insert(db, name, _documents(manifest, entity, batch_size))
+            counts[entity] = _insert(db, name, _documents(manifest, entity, batch_size),
+                                     progress=progress, step=f"write {entity} features",
+                                     total=manifest.views[ENTITY_VIEWS[entity][0]].rows)
         versions.verify_counts(sid, {name: manifest.views[ENTITY_VIEWS[entity][0]].rows
                                      for entity, name in collections.items()},
                                {name: counts[entity] for entity, name in collections.items()})
-        versions.mark_ready(sid, {"counts": counts})
+        versions.mark_ready(sid, {"counts": counts, "catalogue": catalogue_summary(manifest)})
     except BaseException:
         if versions.active() != sid:  # never drop what readers are being served
             versions.drop(sid)
@@ -217,11 +256,13 @@ _BOOKKEEPING = ("_id", "snapshot_id", "as_of")
 
 @dataclass(frozen=True, slots=True)
 class OnlineSnapshot:
-    """The snapshot the online store serves: its id, as-of time and document counts."""
+    """The snapshot the online store serves: its id, as-of time, document counts and
+    catalogue totals (`catalogue_summary`; None for a snapshot materialized before them)."""
 
     snapshot_id: str
     as_of: datetime | None
     counts: dict[str, int]
+    catalogue: dict[str, Any] | None = None
 
 
 def attribute_query(filters: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -259,10 +300,11 @@ class OnlineReader:
         if not pointer or not pointer.get("snapshot_id"):
             return None
         sid = str(pointer["snapshot_id"])
-        doc = await self._db[FEATURE_SNAPSHOTS].find_one({"_id": sid},
-                                                         {"as_of": 1, "counts": 1}) or {}
+        doc = await self._db[FEATURE_SNAPSHOTS].find_one(
+            {"_id": sid}, {"as_of": 1, "counts": 1, "catalogue": 1}) or {}
         return OnlineSnapshot(snapshot_id=sid, as_of=doc.get("as_of"),
-                              counts=dict(doc.get("counts") or {}))
+                              counts=dict(doc.get("counts") or {}),
+                              catalogue=doc.get("catalogue"))
 
     async def features(self, entity: str, snapshot_id: str,
                        ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -291,27 +333,3 @@ class OnlineReader:
         if not filters:
             return int(await coll.estimated_document_count())
         return int(await coll.count_documents(attribute_query(filters)))
-
-    async def genre_summary(self, snapshot_id: str) -> dict[str, Any]:
-        """Catalogue totals and per-genre counts, aggregated by the server (two aggregations
-        over the item documents; nothing per item comes back).
-
-        Returns:
-            ``{items, interactions, genres: [{genre, items, interactions}]}`` (genres by
-            interactions, then name); `interactions` sums the items' `n_interactions`.
-        """
-        coll = self._db[feature_collection("items", snapshot_id)]
-        interactions = {"$sum": {"$ifNull": ["$n_interactions", 0]}}
-        totals = [doc async for doc in await coll.aggregate(
-            [{"$group": {"_id": None, "items": {"$sum": 1}, "interactions": interactions}}])]
-        genres = [doc async for doc in await coll.aggregate([
-            {"$project": {"genres": 1, "n_interactions": 1}},
-            {"$unwind": "$genres"},
-            {"$group": {"_id": "$genres", "items": {"$sum": 1}, "interactions": interactions}},
-        ])]
-        total = totals[0] if totals else {}
-        rows = [{"genre": str(g["_id"]), "items": int(g["items"]),
-                 "interactions": int(g["interactions"])} for g in genres if g["_id"] is not None]
-        rows.sort(key=lambda r: (-r["interactions"], r["genre"]))
-        return {"items": int(total.get("items", 0)),
-                "interactions": int(total.get("interactions", 0)), "genres": rows}

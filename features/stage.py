@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from features.snapshot import Manifest, build_views, sources_from_store
+from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 
 
@@ -19,8 +20,8 @@ def build_params(settings: Settings) -> dict[str, Any]:
     return {"half_life_days": settings.feature_half_life_days}
 
 
-def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: Settings
-                         ) -> Manifest:
+def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: Settings,
+                         progress: ProgressCallback | None = None) -> Manifest:
     """Build a snapshot from every batch in the raw store, using only events at or before as_of.
 
     Args:
@@ -28,6 +29,7 @@ def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: 
             latest event time).
         snapshot_id: the snapshot's id (must not exist yet).
         settings: `store_dir` to read, `features_dir` to write, build parameters.
+        progress: told after each view is written (`build_views`).
 
     Raises:
         FeatureStoreError: the store has no batch visible at `as_of`.
@@ -35,4 +37,4 @@ def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: 
     """
     sources = sources_from_store(settings.store_dir, as_of)
     return build_views(sources, features_root=settings.features_dir, snapshot_id=snapshot_id,
-                       as_of=as_of, params=build_params(settings))
+                       as_of=as_of, params=build_params(settings), progress=progress)

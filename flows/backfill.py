@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Failed, State
 
 from flows.pipeline import features_as_of, train_score_gate_publish
-from flows.reporting import report_run_outcome
+from flows.reporting import report_run_outcome, table_rows
 from recsys.errors import StageFailed
 from recsys.settings import load_settings
 
@@ -69,6 +69,6 @@ def backfill(start: date, end: date, every_days: int = 1, search: bool = False,
         return Failed(message=f"{failure}{done}")
     finally:
         if rows:
-            create_table_artifact(key="backfill-models", table=rows,
+            create_table_artifact(key="backfill-models", table=table_rows(rows),
                                   description=f"Models registered for {start}..{end}")
     return rows

@@ -19,7 +19,7 @@ from prefect.states import Failed, State
 
 from flows.ledger import incoming_root, ledger_path
 from flows.pipeline import PipelineResult, batch_pipeline
-from flows.reporting import report_run_outcome
+from flows.reporting import report_run_outcome, table_rows
 from flows.tasks import find_new_batches, record_batch
 from recsys.ids import new_run_id
 from recsys.settings import load_settings
@@ -62,7 +62,7 @@ def process_incoming(incoming_dir: str | None = None, max_batches: int | None = 
         rows.append({"batch": batch.name, "run_id": run_id, "status": status,
                      "message": message})
     if rows:
-        create_table_artifact(key="incoming-batches", table=rows,
+        create_table_artifact(key="incoming-batches", table=table_rows(rows),
                               description=f"Batches processed from {root}")
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:

@@ -4,8 +4,8 @@ A recipe of named tasks (`flows/tasks.py`); each calls one plain function of `in
 `features/`, `training/` or `serving/` and hands paths, never DataFrames, to the next.
 
 Expected failures (unreadable input, a failed data contract, an unusable model...) end the run
-in a Failed state whose message names the stage and the cause, without a traceback; nothing
-downstream runs, so what is being served never changes. When the champion/challenger gate says
+in a Failed state whose one-line message names the stage and the cause, without a traceback;
+nothing downstream runs, so what is being served never changes. When the champion/challenger gate says
 no, the run still succeeds: the champion keeps serving and the result says so.
 """
 
@@ -38,7 +38,9 @@ from training.registry import model_metadata
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """What a successful run produced; `published` is False when the gate kept the champion."""
+    """What a successful run produced; `published` is False when the gate kept the champion;
+    `timings`: wall-clock seconds per stage (validate, features, train, score, gate, publish;
+    a cached stage takes about no time)."""
 
     run_id: str
     version: str
@@ -47,30 +49,38 @@ class PipelineResult:
     publish: dict[str, Any]
     published: bool = True
     gate: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-def features_as_of(as_of: str | None, snapshot_id: str, settings: Settings) -> Path:
+def features_as_of(as_of: str | None, snapshot_id: str, settings: Settings, *,
+                   timings: dict[str, float] | None = None) -> Path:
     """Feature manifest from the raw store as of `as_of` (None: everything stored so far)."""
-    return run_cached("features", build_features, settings, as_of, snapshot_id, settings)
+    return run_cached("features", build_features, settings, as_of, snapshot_id, settings,
+                      timings=timings)
 
 
 def train_score_gate_publish(manifest_file: Path, version: str, settings: Settings, *,
                              search: bool = False, publish: bool = True,
-                             run_id: str | None = None) -> PipelineResult:
+                             run_id: str | None = None,
+                             timings: dict[str, float] | None = None) -> PipelineResult:
     """The shared tail of every flow: train, score, gate, then publish when the gate agrees.
+
+    `timings` (seconds per stage, see `run_stage`) is filled in and returned in the result.
 
     Raises:
         StageFailed: a stage failed (the calling flow returns it as its Failed state).
     """
+    timings = {} if timings is None else timings
     model_dir = run_cached("train", train_model, settings, manifest_file, version, settings,
-                           search=search)
-    run_cached("score", score_model, settings, model_dir, manifest_file, settings)
-    decision = run_stage("gate", gate_model, model_dir, manifest_file, settings)
+                           search=search, timings=timings)
+    run_cached("score", score_model, settings, model_dir, manifest_file, settings,
+               timings=timings)
+    decision = run_stage("gate", gate_model, model_dir, manifest_file, settings, timings=timings)
     summary: dict[str, Any] = {}
     if publish and decision["publish"]:
         # publish_model switches the model and its online features together, under the lock
         summary = run_stage("publish", publish_version, model_dir, settings,
-                            decision["champion_version"])
+                            decision["champion_version"], timings=timings)
     else:
         why = decision["reason"] if not decision["publish"] else "publishing not requested"
         note_champion_kept(Path(model_dir).name, why)
@@ -79,7 +89,7 @@ def train_score_gate_publish(manifest_file: Path, version: str, settings: Settin
                           metrics=model_metadata(Path(model_dir)).get("metrics", {}),
                           publish=summary,
                           published=bool(summary) and not summary.get("superseded"),
-                          gate=decision)
+                          gate=decision, timings=timings)
 
 
 @flow(name="batch-pipeline", on_completion=[report_run_outcome],
@@ -103,11 +113,13 @@ def batch_pipeline(input_dir: str, run_id: str | None = None,
     logger = get_run_logger()
     logger.info("run %s: input %s, data dir %s, MongoDB db %s", run_id, input_dir,
                 settings.data_dir, settings.mongodb_db)
+    timings: dict[str, float] = {}
     try:
-        run_stage("validate", validate_batch, Path(input_dir), run_id, settings)
-        manifest_file = features_as_of(None, run_id, settings)
+        run_stage("validate", validate_batch, Path(input_dir), run_id, settings,
+                  timings=timings)
+        manifest_file = features_as_of(None, run_id, settings, timings=timings)
         result = train_score_gate_publish(manifest_file, run_id, settings, publish=publish,
-                                          run_id=run_id)
+                                          run_id=run_id, timings=timings)
     except StageFailed as failure:
         return Failed(message=str(failure))
     if not result.published:

@@ -7,18 +7,24 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.pipeline import PipelineResult, features_as_of, train_score_gate_publish
-from flows.reporting import report_run_outcome
+from flows.reporting import as_of_label, report_run_outcome
 from recsys.errors import StageFailed
 from recsys.ids import new_run_id
 from recsys.settings import load_settings
 
 
+def retrain_run_name() -> str:
+    """``retrain (all events)`` or ``retrain (as of ...)``, never "as of None"."""
+    return f"retrain ({as_of_label(flow_run.parameters.get('as_of'))})"
+
+
 @flow(name="weekly-retrain", on_completion=[report_run_outcome],
       on_failure=[report_run_outcome],
-      flow_run_name="retrain as of {as_of}")
+      flow_run_name=retrain_run_name)
 def weekly_retrain(search: bool = True, publish: bool = True,
                    as_of: str | None = None) -> PipelineResult | State:
     """Rebuild features from the raw store, retrain (with search), gate and publish.

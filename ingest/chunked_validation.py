@@ -29,6 +29,7 @@ from ingest.merged_results import (
 )
 from ingest.reader import TableChunks
 from ingest.report import json_safe
+from recsys.progress import ProgressCallback, report_progress
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite
                      chunks: TableChunks, head: pd.DataFrame, *,
                      known: dict[str, Collection[str]], latest: pd.Timestamp,
                      parameters: dict[str, Any], result_format: dict[str, Any], file: str,
-                     on_chunk: ChunkCallback | None) -> ChunkedOutcome:
+                     on_chunk: ChunkCallback | None,
+                     progress: ProgressCallback | None = None) -> ChunkedOutcome:
     """Validate a table chunk by chunk, with results identical in shape to a whole-frame run.
 
     1. Duplicate keys: a first pass over the key columns only hashes every row's key
@@ -108,6 +110,9 @@ def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite
        decided on the totals (``mostly`` applies to the file), are built as GE results, read
        by `collect_results` like a whole-frame run's and stored for Data Docs in place of the
        per-chunk results (which are removed as each chunk finishes).
+
+    `progress` is called once per chunk (step ``validate <dataset>``, rows validated so far,
+    `chunks.rows`), and once more with the real count when that differs from `chunks.rows`.
     """
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResult,
@@ -168,8 +173,11 @@ def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite
                 kept, dropped = raw, raw.iloc[:0]
             on_chunk(dataset, kept, dropped)
         rows += len(raw)
+        report_progress(progress, f"validate {dataset}", rows, chunks.rows)
 
     assert first_run is not None  # _chunks_or_head yields at least once
+    if rows != chunks.rows:  # a CSV count is an upper bound: end the step at the real count
+        report_progress(progress, f"validate {dataset}", rows, rows)
     key, meta, batch_id = first_run
     results = []
     for expectation in suite.expectations:

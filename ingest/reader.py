@@ -129,7 +129,7 @@ def read_batch(input_dir: Path, *, chunk_rows: int | None = None,
         if chunk_rows is not None and dataset in CHUNKABLE_DATASETS and rows > chunk_rows:
             frame = _read_header(path, dataset)
             chunked[dataset] = TableChunks(path=path, dataset=dataset, chunk_rows=chunk_rows,
-                                           max_value_bytes=max_line_bytes)
+                                           max_value_bytes=max_line_bytes, rows=rows)
             logger.info("%s: %s is read in chunks of %d rows (%d columns)", dataset, path,
                         chunk_rows, frame.shape[1])
         else:
@@ -155,13 +155,15 @@ class TableChunks:
     file, so index labels are global (a parquet file written by pandas keeps its stored index,
     as a whole read does). CSV columns are inferred per chunk, as pandas infers them per
     internal block of a large whole read: in a column mixing numbers and text, a value keeps
-    the type its chunk gave it.
+    the type its chunk gave it. `rows` is the row count `read_batch` found (an upper bound
+    for CSV; None when not counted), for progress reports.
     """
 
     path: Path
     dataset: str
     chunk_rows: int
     max_value_bytes: int | None = MAX_LINE_BYTES
+    rows: int | None = None
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return self.iter_columns(None)

@@ -46,6 +46,7 @@ from ingest.ge_results import SAMPLE_SIZE, collect_results, row_dict
 from ingest.helper_columns import id_set, prepare_frame
 from ingest.reader import DATASETS, Batch
 from ingest.report import ValidationReport
+from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def validate_batch(
     docs_dir: Path | None = None,
     now: pd.Timestamp | None = None,
     on_chunk: ChunkCallback | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ValidationReport:
     """Run the three suites of `expectations_dir` on `batch` (raw frames from `read_batch`).
 
@@ -101,6 +103,8 @@ def validate_batch(
         on_chunk: for chunked tables, called with each chunk's rows to keep and, under the
             ``drop`` policy, those to drop (see `ChunkCallback`). The verdict on the batch
             comes at the end: a caller writing chunks must discard them if it fails.
+        progress: told the rows validated per dataset (step ``validate <dataset>``): once per
+            chunk of a chunked table, once when a whole table is done.
 
     Returns:
         The report; this function never raises on bad data (the caller decides, typically
@@ -148,7 +152,7 @@ def validate_batch(
                 gx, context, datasource, dataset, suite, chunks, raw,
                 known={k: pd.Index(list(v), dtype="str") for k, v in known.items()},
                 latest=latest, parameters=parameters, result_format=result_format,
-                file=file, on_chunk=on_chunk)
+                file=file, on_chunk=on_chunk, progress=progress)
             entries, rows, chunked_invalid = outcome.entries, outcome.rows, outcome.invalid_rows
         else:
             frame = prepare_frame(dataset, raw, known, suite=suite, latest=latest)
@@ -160,6 +164,7 @@ def validate_batch(
                                       lambda i, f=frame, c=input_columns: row_dict(f, i, c),
                                       input_columns)
             rows, chunked_invalid = len(frame), None
+            report_progress(progress, f"validate {dataset}", rows, rows)
         report.results.extend(
             {k: e[k] for k in ("suite", "expectation", "rule", "column", "success", "observed")}
             for e in entries)

@@ -286,7 +286,8 @@ def serve(
     try:
         uvicorn.run("serving.api.main:app_from_environment", factory=True,
                     host=host or settings.api_host,
-                    port=port or settings.api_port, workers=workers, log_level="info")
+                    port=port or settings.api_port, workers=workers, log_level="info",
+                    access_log=False)  # our middleware logs requests (path only, no query keys)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -21,6 +21,7 @@ from recsys.errors import PublishError
 from recsys.ids import check_id
 from recsys.mongo import POPULAR_ID
 from serving.payload import PublishPayload
+from serving.rec_stats import recommendation_stats
 
 _CHUNK_ROWS = 10_000
 _RESERVED_ITEM_FIELDS = ("item_id", "score", "rank", "because")
@@ -213,6 +214,7 @@ class VersionDocuments:
         generated_at: when the recommendations were computed (aware UTC).
         counts: ``{users, items, recs, similar, popular, factors}`` for the version document.
         features: ``{item_attributes: [names], explanations: bool}`` for the version document.
+        recommendations: what the lists cover (`serving.rec_stats.recommendation_stats`).
         expected: documents per kind of collection (``recs``, ``similar``, ...).
         user_ids, item_ids, rec_idx, rec_len, user_factors: what the sample check compares.
     """
@@ -221,6 +223,7 @@ class VersionDocuments:
     generated_at: datetime
     counts: dict[str, int]
     features: dict[str, Any]
+    recommendations: dict[str, Any]
     expected: dict[str, int]
     user_ids: list[str]
     item_ids: np.ndarray
@@ -284,6 +287,7 @@ def build_documents(payload: PublishPayload) -> VersionDocuments:
         counts={"users": n_users, "items": n_items, "recs": n_users, "similar": n_items,
                 "popular": int(ranked["popular"][3][0]), "factors": int(user_factors.shape[1])},
         features={"item_attributes": sorted(attributes), "explanations": explain is not None},
+        recommendations=recommendation_stats(rec_idx, n_items, attributes.get("genres")),
         expected={"recs": n_users, "similar": n_items, "popular": 1,
                   "user_embeddings": n_users, "item_embeddings": n_items},
         user_ids=user_ids, item_ids=item_ids, rec_idx=rec_idx, rec_len=rec_len,

@@ -47,6 +47,7 @@ from features.snapshot import load_manifest
 from recsys.errors import FeatureStoreError, NotFound, PublishError
 from recsys.ids import check_id
 from recsys.mongo import open_database
+from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 from serving.artifacts import payload_for_version
 from serving.lock import PublishLock, publish_lock
@@ -103,8 +104,8 @@ class PublishResult:
         return {"active_version": self.version, **asdict(self)}
 
 
-def _ensure_online(db: Database, settings: Settings, version: str,
-                   snapshot: str | None) -> tuple[bool, bool]:
+def _ensure_online(db: Database, settings: Settings, version: str, snapshot: str | None,
+                   progress: ProgressCallback | None = None) -> tuple[bool, bool]:
     """Make `snapshot` materialized online when possible: (available, written now)."""
     if not snapshot:
         logger.warning("model version %s names no feature snapshot: online features are not "
@@ -123,14 +124,15 @@ def _ensure_online(db: Database, settings: Settings, version: str,
         logger.warning("feature snapshot %s of model version %s has no %s view: online "
                        "features are not switched", snapshot, version, " or ".join(lacking))
         return False, False
-    write_snapshot(db, manifest, batch_size=settings.publish_batch_size)
+    write_snapshot(db, manifest, batch_size=settings.publish_batch_size, progress=progress)
     return True, True
 
 
 def publish_model(settings: Settings, version: str, *, holder: str | None = None,
                   lock_timeout_s: float | None = None,
                   expected_active: str | None | _Unset = UNSET,
-                  write_missing: bool = True) -> PublishResult:
+                  write_missing: bool = True,
+                  progress: ProgressCallback | None = None) -> PublishResult:
     """Serve model `version`: the only function that changes what is served.
 
     See the module docstring for the steps. Publishing the active version again writes nothing
@@ -147,6 +149,8 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
             the active version differs once the lock is held, nothing changes (``superseded``).
         write_missing: write the version from the models directory when MongoDB lacks it;
             False raises NotFound instead.
+        progress: told the documents written, batch by batch (the serving collections, then
+            the online features), when anything is written.
 
     Returns:
         A `PublishResult`.
@@ -163,7 +167,7 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
     with open_database(settings) as db, publish_lock(
             db, settings, holder=holder or f"publish {version}", timeout_s=lock_timeout_s) as lock:
         return _serve(db, lock, settings, version, expected_active=expected_active,
-                      write_missing=write_missing)
+                      write_missing=write_missing, progress=progress)
 
 
 def rollback_model(settings: Settings, *, holder: str | None = None,
@@ -185,8 +189,8 @@ def rollback_model(settings: Settings, *, holder: str | None = None,
 
 
 def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
-           expected_active: str | None | _Unset = UNSET,
-           write_missing: bool = True) -> PublishResult:
+           expected_active: str | None | _Unset = UNSET, write_missing: bool = True,
+           progress: ProgressCallback | None = None) -> PublishResult:
     """The steps of the module docstring; the caller holds the publish lock."""
     store = MongoServingStore(db)
     store.cleanup_incomplete()
@@ -205,12 +209,12 @@ def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
             raise NotFound(f"model version {version!r} is not published in MongoDB; publish it "
                            f"with `recsys models promote {version}`")
         summary = store.publish(payload_for_version(settings, version),
-                                batch_size=settings.publish_batch_size)
+                                batch_size=settings.publish_batch_size, progress=progress)
         counts = summary["counts"]
     doc = store.get_version(version) or {}
     snapshot = (doc.get("metadata") or {}).get("feature_snapshot")
     snapshot = str(snapshot) if snapshot else None
-    online_ready, online_written = _ensure_online(db, settings, version, snapshot)
+    online_ready, online_written = _ensure_online(db, settings, version, snapshot, progress)
 
     lock.ensure_held()  # the lease must still be ours before anything switches
     online_previous = switch_online(db, snapshot) if online_ready and snapshot else None

@@ -15,7 +15,9 @@ Document shapes (every serving document carries `model_version`; datetimes are U
      counts: {users, items, recs, similar, popular, factors},
      publish_seconds: float | None,
      metadata: {...},             # the model's metadata: params, metrics, feature_snapshot, ...
-     features: {item_attributes: [names], explanations: bool}}
+     features: {item_attributes: [names], explanations: bool},
+     recommendations: {lists, slots, items, recommended_items,   # serving/rec_stats.py
+                       genres: [{genre, items, recommended_items, slots}] | None}}
 
 ``serving_state`` -- the pointer, a single document (plus the publish lock, `serving/lock.py`)::
 
@@ -72,6 +74,7 @@ from recsys.mongo import (
     serving_collections,
     user_embeddings_collection,
 )
+from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
 from recsys.versions import VersionedCollections
 from serving.documents import VersionDocuments, batches, build_documents
@@ -172,11 +175,13 @@ class MongoServingStore:
 
     # ---------------------------------------------------------------- publish
 
-    def publish(self, payload: PublishPayload, *, batch_size: int = 5000) -> dict[str, Any]:
+    def publish(self, payload: PublishPayload, *, batch_size: int = 5000,
+                progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Write every collection of `payload.version` and mark it ready (not active).
 
         Rerunning with the same version drops whatever that version has (an incomplete or a
         ready-but-inactive copy) and rewrites it. The active version is never overwritten.
+        `progress` is told the documents written after each batch (steps ``publish <kind>``).
 
         Returns:
             ``{version, counts, seconds, replaced}``.
@@ -193,9 +198,11 @@ class MongoServingStore:
         version = docs.version
         replaced = self.versions.begin(version, {
             "generated_at": docs.generated_at, "counts": docs.counts, "publish_seconds": None,
-            "metadata": payload.metadata, "features": docs.features})
+            "metadata": payload.metadata, "features": docs.features,
+            "recommendations": docs.recommendations})
         written = {serving_collection(kind, version): self._insert(
-            serving_collection(kind, version), docs.documents(kind), batch_size)
+            serving_collection(kind, version), docs.documents(kind), batch_size,
+            progress=progress, step=f"publish {kind}", total=docs.expected.get(kind))
             for kind in SERVING_KINDS}
         expected = {serving_collection(kind, version): n for kind, n in docs.expected.items()}
         self.versions.verify_counts(version, expected, written)
@@ -206,7 +213,9 @@ class MongoServingStore:
         return {"version": version, "counts": docs.counts, "seconds": seconds,
                 "replaced": replaced}
 
-    def _insert(self, name: str, docs: Iterable[dict[str, Any]], batch_size: int) -> int:
+    def _insert(self, name: str, docs: Iterable[dict[str, Any]], batch_size: int, *,
+                progress: ProgressCallback | None = None, step: str = "",
+                total: int | None = None) -> int:
         """Bulk-insert `docs` in unordered batches of `batch_size`.
 
         One batch is in flight on a worker thread while the next one is built, so building
@@ -221,9 +230,11 @@ class MongoServingStore:
                 for batch in batches(docs, batch_size):
                     if pending is not None:
                         n += len(pending.result().inserted_ids)
+                        report_progress(progress, step, n, total)
                     pending = pool.submit(coll.insert_many, batch, ordered=False)
                 if pending is not None:
                     n += len(pending.result().inserted_ids)
+                    report_progress(progress, step, n, total)
             except BaseException:
                 if pending is not None:
                     pending.cancel()

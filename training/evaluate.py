@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys.errors import ModelError
+from recsys.progress import ProgressCallback
 from training.data import LAST_TS_COLUMN, InteractionMatrix, check_csr, to_csr
 from training.model import (
     PAD_ITEM,
@@ -298,24 +299,27 @@ class TrainResult:
 def train_and_evaluate(data: InteractionMatrix, params: AlsParams, *, k: int = 10,
                        holdout_fraction: float = 0.25, split: str = "random",
                        num_threads: int = 0, max_eval_users: int | None = None,
-                       als_device: str = "cpu") -> TrainResult:
+                       als_device: str = "cpu",
+                       progress: ProgressCallback | None = None) -> TrainResult:
     """Split -> fit on train -> recommend excluding train items -> metrics for ALS and the
     popularity baseline -> refit on all interactions for publishing.
 
     The split (`holdout_split`: "random", or "time" from `data.last_ts`) is seeded with
-    `params.seed`; see `evaluate_and_refit` for `max_eval_users` and `als_device`.
+    `params.seed`; see `evaluate_and_refit` for `max_eval_users`, `als_device` and `progress`.
     """
     train, test, _ = holdout_split(data.matrix, holdout_fraction, params.seed, split=split,
                                    last_ts=data.last_ts)
     return evaluate_and_refit(data, train, test, params, k=k, holdout_fraction=holdout_fraction,
                               split=split, num_threads=num_threads,
-                              max_eval_users=max_eval_users, als_device=als_device)
+                              max_eval_users=max_eval_users, als_device=als_device,
+                              progress=progress)
 
 
 def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.csr_matrix,
                        params: AlsParams, *, k: int, holdout_fraction: float, split: str,
                        num_threads: int = 0, max_eval_users: int | None = None,
-                       als_device: str = "cpu") -> TrainResult:
+                       als_device: str = "cpu",
+                       progress: ProgressCallback | None = None) -> TrainResult:
     """Fit `params` on `train`, score ALS and the popularity baseline on `test`, refit on all.
 
     Args:
@@ -330,6 +334,8 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
             of all; None scores everyone. Recorded in the metrics, so the gate draws the same.
         als_device: where both fits run: "cpu", "gpu" or "auto" (`training.model.fit_als`); the
             device it resolves to is recorded in the metrics.
+        progress: told the ALS iterations of both fits (steps ``ALS fit (holdout)`` and
+            ``ALS fit (all data)``) and the users scored for evaluation (``evaluate``).
 
     Returns:
         TrainResult with the refitted model and the holdout metrics.
@@ -341,9 +347,11 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
     device = resolve_als_device(als_device)
 
     t0 = time.perf_counter()
-    model = fit_als(train, params, num_threads=num_threads, device=device)
+    model = fit_als(train, params, num_threads=num_threads, device=device, progress=progress,
+                    step="ALS fit (holdout)")
     t1 = time.perf_counter()
-    als_recs, _ = recommend_top_n(model, train, k, users=sample)
+    als_recs, _ = recommend_top_n(model, train, k, users=sample, progress=progress,
+                                  step="evaluate")
     t2 = time.perf_counter()
     pop_recs = popularity_recommendations(train, k)
     if sample is not None:
@@ -363,7 +371,8 @@ def evaluate_and_refit(data: InteractionMatrix, train: sp.csr_matrix, test: sp.c
         "als_device": device,
     }
     t3 = time.perf_counter()
-    final = fit_als(matrix, params, num_threads=num_threads, device=device)
+    final = fit_als(matrix, params, num_threads=num_threads, device=device, progress=progress,
+                    step="ALS fit (all data)")
     t4 = time.perf_counter()
     metrics["timings"] = {"fit_train_s": round(t1 - t0, 4), "recommend_s": round(t2 - t1, 4),
                           "fit_all_s": round(t4 - t3, 4)}

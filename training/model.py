@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import ModelError
+from recsys.progress import ProgressCallback, report_progress
 from training.data import check_csr, to_csr
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,8 @@ def resolve_als_device(device: str) -> str:
 
 
 def fit_als(matrix: sp.csr_matrix, params: AlsParams, *, num_threads: int = 0,
-            device: str = "cpu") -> AlternatingLeastSquares:
+            device: str = "cpu", progress: ProgressCallback | None = None,
+            step: str = "ALS fit") -> AlternatingLeastSquares:
     """Fit ALS on a users x items confidence matrix.
 
     Args:
@@ -139,6 +142,8 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, *, num_threads: int = 0,
             to one thread. CPU results are deterministic for a seed on the same machine.
         device: "cpu", "gpu" or "auto" (`resolve_als_device`). The GPU fit uses implicit's own
             random initialisation and CUDA solver, so its factors differ from the CPU's.
+        progress: told after each ALS iteration (`step`, iterations done, `params.iterations`).
+        step: the name `progress` is given.
 
     Returns:
         The fitted CPU model (user_factors n_users x f, item_factors n_items x f, float32), also
@@ -151,11 +156,12 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, *, num_threads: int = 0,
     if matrix.nnz == 0 or 0 in matrix.shape:
         raise ModelError(f"cannot fit ALS on an empty matrix of shape {matrix.shape}")
     resolved = resolve_als_device(device)
+    callback = None if progress is None else _fit_callback(progress, step, params.iterations)
     start = time.perf_counter()
     with threadpool_limits(1, "blas"):  # inside: implicit's constructor checks the BLAS config
         weighted = apply_weighting(matrix, params.weighting)
         if resolved == "gpu":
-            model = _fit_gpu(weighted, params)
+            model = _fit_gpu(weighted, params, callback)
         else:
             model = AlternatingLeastSquares(
                 factors=params.factors,
@@ -166,14 +172,24 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, *, num_threads: int = 0,
                 random_state=params.seed,
                 num_threads=num_threads,
             )
-            model.fit(weighted, show_progress=False)
+            model.fit(weighted, show_progress=False, callback=callback)
     log.info("fitted ALS %s on %d x %d (%d nnz) on the %s in %.2fs", params.to_dict(),
              *matrix.shape, matrix.nnz, resolved.upper(), time.perf_counter() - start)
     _check_model(model, n_users=matrix.shape[0], n_items=matrix.shape[1])
     return model
 
 
-def _fit_gpu(weighted: sp.csr_matrix, params: AlsParams) -> AlternatingLeastSquares:
+def _fit_callback(progress: ProgressCallback, step: str, iterations: int
+                  ) -> Callable[[int, float, float | None], None]:
+    """implicit's fit callback, called with (iteration, seconds, loss), as a progress report."""
+    def callback(iteration: int, _seconds: float, _loss: float | None) -> None:
+        report_progress(progress, step, iteration + 1, iterations)
+    return callback
+
+
+def _fit_gpu(weighted: sp.csr_matrix, params: AlsParams,
+             callback: Callable[[int, float, float | None], None] | None = None
+             ) -> AlternatingLeastSquares:
     """Fit implicit's CUDA ALS on the re-weighted matrix and return it as a CPU model.
 
     implicit's GPU `fit` (0.7.x) does not multiply the matrix by `alpha` as the CPU `fit` does, so
@@ -198,7 +214,8 @@ def _fit_gpu(weighted: sp.csr_matrix, params: AlsParams) -> AlternatingLeastSqua
         dtype=np.float32,
         random_state=params.seed,
     )
-    gpu_model.fit(to_csr(weighted * np.float32(params.alpha)), show_progress=False)
+    gpu_model.fit(to_csr(weighted * np.float32(params.alpha)), show_progress=False,
+                  callback=callback)
     model = gpu_model.to_cpu()
     model.alpha = params.alpha
     return model
@@ -232,8 +249,9 @@ def _pad(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
 
 
 def recommend_top_n(model: AlternatingLeastSquares, user_items: sp.csr_matrix, n: int, *,
-                    batch_size: int = 10_000,
-                    users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int = 10_000, users: np.ndarray | None = None,
+                    progress: ProgressCallback | None = None,
+                    step: str = "recommend") -> tuple[np.ndarray, np.ndarray]:
     """Top-n items for every user (or for `users`), excluding the items in the user's row of
     `user_items`.
 
@@ -243,6 +261,8 @@ def recommend_top_n(model: AlternatingLeastSquares, user_items: sp.csr_matrix, n
         n: list length.
         batch_size: users per `model.recommend` call.
         users: row indices to recommend for (e.g. an evaluation sample); None means all rows.
+        progress: told after each batch (`step`, users done, users asked for).
+        step: the name `progress` is given.
 
     Returns:
         (items, scores): (len(users) or n_users, n) int32 item indices best first and float32
@@ -272,12 +292,15 @@ def recommend_top_n(model: AlternatingLeastSquares, user_items: sp.csr_matrix, n
                                           filter_already_liked_items=True)
             ids, scores = _pad(np.atleast_2d(ids), np.atleast_2d(scores), n)
             out_items[start:stop], out_scores[start:stop] = ids, scores
+            report_progress(progress, step, stop, len(wanted))
     return out_items, out_scores
 
 
-def similar_items_top_n(model: AlternatingLeastSquares, n: int, *,
-                        batch_size: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+def similar_items_top_n(model: AlternatingLeastSquares, n: int, *, batch_size: int = 10_000,
+                        progress: ProgressCallback | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """The n most similar items (cosine of item factors) of every item, the item itself excluded.
+    `progress` is told the items done after each batch (step ``similar items``).
 
     Returns:
         (items, scores): (n_items, n) int32 item indices most similar first and float32 cosine
@@ -303,6 +326,7 @@ def similar_items_top_n(model: AlternatingLeastSquares, n: int, *,
             scores = np.take_along_axis(scores, order, axis=1)
             ids, scores = _pad(ids, scores, n)
             out_items[itemids], out_scores[itemids] = ids[:, :n], scores[:, :n]
+            report_progress(progress, "similar items", int(itemids[-1]) + 1, n_items)
     return out_items, out_scores
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import ModelError
+from recsys.progress import ProgressCallback, report_progress
 from training.data import InteractionMatrix, check_csr
 from training.evaluate import (
     TrainResult,
@@ -180,7 +181,8 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
                validation_fraction: float = 0.25, split: str = "random",
                train_last_ts: np.ndarray | None = None, seed: int = 42, objective: str = "ndcg",
                max_trials: int | None = None, num_threads: int = 0,
-               max_eval_users: int | None = None, als_device: str = "cpu") -> SearchResult:
+               max_eval_users: int | None = None, als_device: str = "cpu",
+               progress: ProgressCallback | None = None) -> SearchResult:
     """Pick ALS hyperparameters on a validation split carved from `train` only.
 
     Args:
@@ -198,6 +200,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
         num_threads: implicit's threads per fit (0 = all cores).
         max_eval_users: score a seeded sample of this many users per trial (None: all).
         als_device: where every trial fits: "cpu", "gpu" or "auto" (`training.model.fit_als`).
+        progress: told after each trial (step ``search trials``, trials done, trials).
 
     Returns:
         The SearchResult; `best` carries `seed`.
@@ -235,6 +238,7 @@ def search_als(train: sp.csr_matrix, space: SearchSpace, *, k: int = 10,
         trials.append(trial)
         log.info("search trial %d/%d %s: %s=%.4f (fit %.2fs)", number + 1, len(candidates),
                  params.to_dict(), key, metrics[key], seconds)
+        report_progress(progress, "search trials", number + 1, len(candidates))
 
     scores = np.array([t.metrics[key] for t in trials])
     best = int(np.argmax(scores))  # first maximum: ties go to the earlier trial
@@ -254,7 +258,8 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
                         holdout_fraction: float = 0.25, split: str = "random",
                         objective: str = "ndcg", max_trials: int | None = None,
                         num_threads: int = 0, max_eval_users: int | None = None,
-                        als_device: str = "cpu") -> tuple[TrainResult, SearchResult]:
+                        als_device: str = "cpu", progress: ProgressCallback | None = None
+                        ) -> tuple[TrainResult, SearchResult]:
     """The full protocol: holdout split -> search on train only -> test metrics -> refit on all.
 
     Args:
@@ -271,6 +276,7 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
         max_eval_users: evaluate trials and the test split on a seeded sample of this many
             users (`training.evaluate.evaluation_users`); None: all users.
         als_device: where the trials and the final fits run (`training.model.fit_als`).
+        progress: told after each trial, then as `evaluate_and_refit` goes.
 
     Returns:
         (TrainResult of the chosen parameters with its test metrics and the model refitted on all
@@ -281,9 +287,10 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
     search = search_als(train, space, k=k, validation_fraction=holdout_fraction, split=split,
                         train_last_ts=train_last_ts, seed=seed, objective=objective,
                         max_trials=max_trials, num_threads=num_threads,
-                        max_eval_users=max_eval_users, als_device=als_device)
+                        max_eval_users=max_eval_users, als_device=als_device,
+                        progress=progress)
     result = evaluate_and_refit(data, train, test, search.best, k=k,
                                 holdout_fraction=holdout_fraction, split=split,
                                 num_threads=num_threads, max_eval_users=max_eval_users,
-                                als_device=als_device)
+                                als_device=als_device, progress=progress)
     return result, search

@@ -13,6 +13,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from features.snapshot import Manifest
 from recsys.errors import ModelError
 from recsys.hashing import file_sha256
+from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 from training import gpu_scoring
 from training.data import load_interactions, to_csr
@@ -57,7 +58,8 @@ def _data_hashes(manifest: Manifest) -> dict[str, Any]:
 
 
 def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
-                    search: bool | None = None) -> tuple[Path, TrainResult]:
+                    search: bool | None = None,
+                    progress: ProgressCallback | None = None) -> tuple[Path, TrainResult]:
     """Fit on a holdout split, evaluate against popularity, refit on all, save to the registry.
 
     Args:
@@ -67,6 +69,7 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
         search: choose hyperparameters with `training.search` on a validation split carved from
             the training part (the trials are saved as search_trials.jsonl / .md in the model
             directory); None follows `settings.search`.
+        progress: told the search trials, ALS iterations and evaluation batches as they finish.
 
     Returns:
         (model directory, TrainResult with the holdout metrics of the chosen parameters).
@@ -82,7 +85,8 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
             holdout_fraction=settings.holdout_fraction, split=settings.holdout_split,
             objective=settings.search_objective,
             max_eval_users=settings.eval_max_users,
-            max_trials=settings.search_max_trials, als_device=settings.als_device)
+            max_trials=settings.search_max_trials, als_device=settings.als_device,
+            progress=progress)
         metadata["search"] = found.summary()
         extra_files = {SEARCH_TRIALS_JSONL: found.trials_jsonl(),
                        SEARCH_TRIALS_MD: found.trials_markdown()}
@@ -91,22 +95,25 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
                                     holdout_fraction=settings.holdout_fraction,
                                     split=settings.holdout_split,
                                     max_eval_users=settings.eval_max_users,
-                                    als_device=settings.als_device)
+                                    als_device=settings.als_device, progress=progress)
     model_dir = save_model(result, data, models_root=settings.models_dir, version=version,
                            metadata=metadata, extra_files=extra_files)
     return model_dir, result
 
 
 def _recommend_all_users(model: AlternatingLeastSquares, matrix: sp.csr_matrix,
-                         settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+                         settings: Settings, progress: ProgressCallback | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Top `settings.top_n` unseen items of every user on `settings.score_backend`."""
     if settings.score_backend == "gpu":
         # torch is optional: gpu_scoring imports it only when it runs
         return gpu_scoring.recommend_top_n_torch(model, matrix, settings.top_n, device="cuda")
-    return recommend_top_n(model, matrix, settings.top_n)
+    return recommend_top_n(model, matrix, settings.top_n, progress=progress,
+                           step="score users")
 
 
-def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) -> Path:
+def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings,
+                    progress: ProgressCallback | None = None) -> Path:
     """Top-N per user, similar items per item, the popular list and, when `settings.explain_n`
     > 0, the past items that explain each recommendation; saved (atomically) as the version's
     scores by `training.registry.save_scores`.
@@ -117,13 +124,15 @@ def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings) 
 
     The top-N per user runs on `settings.score_backend`: implicit on the CPU, or torch on a CUDA
     GPU (`training.gpu_scoring`; a ModelError when torch or CUDA is missing, never a fall-back).
+    `progress` is told the users scored (CPU backend) and the items done for similar items,
+    batch by batch (steps ``score users`` and ``similar items``).
     """
     model, user_ids, item_ids, metadata = load_model(model_dir)
     data = load_interactions(manifest.view_path("interactions"))
     if not (np.array_equal(data.user_ids, user_ids) and np.array_equal(data.item_ids, item_ids)):
         raise ModelError(f"model {model_dir.name} ids do not match snapshot {manifest.snapshot_id}")
-    rec_items, rec_scores = _recommend_all_users(model, data.matrix, settings)
-    sim_items, sim_scores = similar_items_top_n(model, settings.similar_n)
+    rec_items, rec_scores = _recommend_all_users(model, data.matrix, settings, progress)
+    sim_items, sim_scores = similar_items_top_n(model, settings.similar_n, progress=progress)
     pop_items, pop_scores = popular_items(data.matrix, settings.popular_n)
     arrays: dict[str, np.ndarray] = {
         "rec_items": rec_items, "rec_scores": rec_scores, "similar_items": sim_items,

@@ -33,6 +33,7 @@ class ActiveState:
     Attributes:
         attributes: item attributes denormalised into this version's lists (filterable).
         explanations: whether recommendations carry `because` lists.
+        previous: the version served before the switch to this one (None at first).
     """
 
     version: str
@@ -41,6 +42,7 @@ class ActiveState:
     popular: list[dict[str, Any]] = field(default_factory=list)
     attributes: frozenset[str] = frozenset()
     explanations: bool = False
+    previous: str | None = None
 
 
 class ActiveVersionCache:
@@ -99,6 +101,7 @@ class ActiveVersionCache:
                 popular=(popular or {}).get("items", []),
                 attributes=frozenset(features.get("item_attributes") or ()),
                 explanations=bool(features.get("explanations")),
+                previous=pointer.get("previous"),
             ))
             logger.info("now serving version %s", version, extra={"model_version": version})
             return self.state

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.errors import RateLimited, ServiceUnavailable, Unauthorized
 from recsys.settings import Settings
 from serving.api.active import ActiveState, ActiveVersionCache
+from serving.api.aggregates import VersionCache
 from serving.api.cache import DocumentCache, MongoGuard
 from serving.api.ids import check_entity_id
 from serving.api.metrics import ApiMetrics
@@ -22,6 +24,7 @@ from serving.api.openapi import SETTING_MAXIMUM
 from serving.api.security import API_KEY_HEADER, KeyChecker, TokenBucketLimiter
 
 DEFAULT_K = 10
+BROWSER_REALM = "recsys admin"
 MAX_EXCLUDE = 500
 MAX_FILTERS = 10
 _FILTER_RE = re.compile(FILTER_PATTERN)
@@ -37,6 +40,7 @@ class Services:
     cache: DocumentCache
     guard: MongoGuard
     metrics: ApiMetrics
+    aggregates: VersionCache = field(default_factory=VersionCache)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -101,9 +105,36 @@ async def require_key(request: Request, key: Annotated[str | None, Depends(_api_
     _guard(request, key, admin=False)
 
 
+async def require_key_or_param(
+    request: Request, key: Annotated[str | None, Depends(_api_key)],
+    key_param: Annotated[str | None, Query(
+        alias="key", description="the API key, for a browser that cannot send X-API-Key "
+                                 "(the header wins when both are given)")] = None,
+) -> None:
+    """HTML pages: like `require_key`, with the key also accepted as `?key=`."""
+    _guard(request, key or key_param, admin=False)
+
+
 async def require_admin(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Admin endpoints: always an admin key."""
     _guard(request, key, admin=True)
+
+
+_basic = HTTPBasic(auto_error=False, realm=BROWSER_REALM,
+                   description="browsers: any user name, an admin key as the password")
+
+
+async def require_admin_browser(
+    request: Request, key: Annotated[str | None, Depends(_api_key)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> None:
+    """Admin pages a browser opens from a link (Data Docs): an admin key as `X-API-Key`, or as
+    the password of HTTP Basic auth, which the browser asks for on the 401."""
+    try:
+        _guard(request, key or (basic.password if basic else None), admin=True)
+    except Unauthorized as exc:
+        raise StarletteHTTPException(401, str(exc), headers={
+            "WWW-Authenticate": f'Basic realm="{BROWSER_REALM}", charset="UTF-8"'}) from exc
 
 
 # ------------------------------------------------------------------ list options

@@ -24,7 +24,8 @@ def test_recent_items_are_the_latest_distinct_items(tmp_path: Path) -> None:
     files = write_raw_batch(
         tmp_path / "raw",
         users={"user_id": ["a", "b", "c"]},
-        items={"item_id": sorted({i for _, i, _ in rows})},
+        items={"item_id": (ids := sorted({i for _, i, _ in rows})),
+               "genres": [["Drama"] for _ in ids]},
         interactions={"user_id": [u for u, _, _ in rows], "item_id": [i for _, i, _ in rows],
                       "timestamp": [t for _, _, t in rows]})
     manifest = build_snapshot(files, features_root=tmp_path / "f", snapshot_id="s1")

@@ -250,14 +250,14 @@ def _fail_after(store: MongoServingStore, monkeypatch: pytest.MonkeyPatch, calls
     real = store._insert
     seen = {"n": 0}
 
-    def flaky(name, docs, batch_size):  # type: ignore[no-untyped-def]
+    def flaky(name, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
         seen["n"] += 1
         if seen["n"] == calls:
             # write part of this collection for real, then die mid-collection
             first = next(iter(docs))
             store.db[name].insert_one(first)
             raise _Boom(f"injected failure while writing {name}")
-        return real(name, docs, batch_size)
+        return real(name, docs, batch_size, **kwargs)
 
     monkeypatch.setattr(store, "_insert", flaky)
 
@@ -309,8 +309,8 @@ def test_verification_failure_blocks_the_switch(
     store.activate("v1")
     real = store._insert
 
-    def lossy(name, docs, batch_size):  # type: ignore[no-untyped-def]
-        n = real(name, docs, batch_size)
+    def lossy(name, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
+        n = real(name, docs, batch_size, **kwargs)
         if name == recs_collection("v2"):
             db[name].delete_one({"_id": "u0"})  # a document lost after the write
         return n

@@ -41,10 +41,11 @@ class FakeGpuAls:
         self.cpu_model: AlternatingLeastSquares | None = None
         FakeGpuAls.built.append(self)
 
-    def fit(self, user_items: sp.csr_matrix, show_progress: bool = True) -> None:
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = True,
+            callback: Any = None) -> None:  # implicit's GPU fit takes the same callback
         self.fitted_on = user_items
         self.cpu_model = AlternatingLeastSquares(**self.kwargs)
-        self.cpu_model.fit(user_items, show_progress=show_progress)
+        self.cpu_model.fit(user_items, show_progress=show_progress, callback=callback)
 
     def to_cpu(self) -> AlternatingLeastSquares:
         return self.cpu_model

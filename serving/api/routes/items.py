@@ -42,4 +42,6 @@ async def get_similar(
 async def get_item_embedding(
     item_id: ItemIdPath, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
+    """The item's latent factors in the active version (float32 values as JSON numbers), e.g.
+    for nearest-neighbour search elsewhere. 404 when the active version does not know it."""
     return await queries.embedding(svc, active, "item", item_id)

@@ -67,10 +67,13 @@ async def post_batch(
 @router.get(
     "/users/{user_id}/embedding",
     response_model=EmbeddingPublic,
-    responses={404: {"model": ErrorPublic}, **_UNAVAILABLE},
+    responses={**error_responses(404), **_UNAVAILABLE},
     summary="A user's latent factors",
 )
 async def get_user_embedding(
     user_id: UserIdPath, svc: ServicesDep, active: ActiveVersionDep
 ) -> dict[str, Any]:
+    """The user's latent factors in the active version (float32 values as JSON numbers); a
+    user's score for an item is the dot product with the item's embedding. 404 when the active
+    version does not know the user."""
     return await queries.embedding(svc, active, "user", user_id)

@@ -54,10 +54,11 @@ Phase = Callable[[Path, Size, str], dict[str, Any]]
 def bench_settings(work: Path, uri: str) -> Settings:
     """The pipeline's settings for a run in `work` against the MongoDB at `uri`.
 
-    The bench database holds one version at a time; Data Docs stay on, as the pipeline runs them.
+    The bench database keeps the fewest versions allowed (2); Data Docs stay on, as the pipeline
+    runs them.
     """
     return load_settings(data_dir=work / "data", mongodb_uri=uri, mongodb_db=DB_NAME,
-                         keep_versions=1)
+                         keep_versions=2)
 
 
 def batch_dir(work: Path) -> Path:

@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.local_server import LocalPrefectServer, dies_with_parent_supported, local_prefect_api
 from tests.faults.conftest import cli_env, kill_session, start_cli, wait_session_gone
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]  # ~25 s: runs a pipeline
 
 
 @pytest.mark.skipif(not dies_with_parent_supported(), reason="PR_SET_PDEATHSIG is Linux only")

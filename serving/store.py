@@ -285,14 +285,6 @@ class MongoServingStore:
         """
         return self.versions.switch(version)
 
-    def drop_version(self, version: str) -> None:
-        """Drop one non-active version (its collections, then its document).
-
-        Raises:
-            PublishError: the version is active.
-        """
-        self.versions.drop(version)
-
     def prune(self, keep: int, protect: Iterable[str] = ()) -> list[str]:
         """Drop the oldest ready versions beyond the newest `keep`; never the active one.
 

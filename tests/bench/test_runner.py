@@ -80,6 +80,7 @@ def test_phases_run_in_pipeline_order_baseline_first() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # ~35 s: every stage and its baseline in child processes; `make test-slow`
 def test_tiny_run_measures_every_stage_beside_its_baseline(tmp_path: Path,
                                                            mongo_uri: str) -> None:
     stages = STAGES if shutil.which("wrk") else PIPELINE_STAGES

@@ -73,13 +73,14 @@ def md_code(value: Any) -> str:
 
 def html_value(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
     """`short_value` of `value` with every text HTML-escaped (dict keys included)."""
-    if isinstance(value, str | bytes):
-        return html.escape(short_value(value, limit))
+    return _escape_texts(short_value(value, limit))
+
+
+def _escape_texts(value: Any) -> Any:
+    if isinstance(value, str):
+        return html.escape(value)
     if isinstance(value, dict):
-        return {html_value(k, limit): html_value(v, limit) for k, v in value.items()}
+        return {_escape_texts(k): _escape_texts(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        items = [html_value(v, limit) for v in value[:MAX_LIST_ITEMS]]
-        if len(value) > MAX_LIST_ITEMS:
-            items.append(f"... [{len(value) - MAX_LIST_ITEMS} more]")
-        return items if isinstance(value, list) else tuple(items)
+        return type(value)(_escape_texts(v) for v in value)
     return value

@@ -30,7 +30,9 @@ install: $(STAMP)
 # fit; move them with LOCK_ARGS=--upgrade or LOCK_ARGS="--upgrade-package NAME". The gpu extra
 # (torch) is left out: it is installed on its own where wanted. `make install` then applies it.
 # The file is replaced only when it changed, so an unchanged lock does not trigger a reinstall.
-lock: $(STAMP)
+# Needs only uv (not the installed project), so a new dependency in pyproject.toml can be locked.
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv; }
 	cp $(LOCK) $(LOCK).new
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --quiet \
 		--custom-compile-command "make lock" --output-file $(LOCK).new $(LOCK_ARGS)

@@ -191,6 +191,26 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="longest CSV line, and longest parquet text value, "
         "a batch may hold; longer is refused before parsing (RECSYS_MAX_LINE_BYTES)")
 
+    # Where the partitioned stages run (flows/runner.py, docs/scaling.md)
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="local: every stage in the flow's process (one partition); dask: "
+        "the partitioned stages run on a Dask cluster through prefect-dask")
+    dask_address: str | None = Field(
+        None, description="scheduler of an existing Dask cluster (tcp://scheduler:8786); "
+        "None with RECSYS_TASK_RUNNER=dask: a LocalCluster is started for the run")
+    dask_workers: int = Field(2, ge=1, le=256,
+                              description="worker processes of the run's LocalCluster")
+    partitions: int | None = Field(
+        None, ge=1, le=4096, description="user partitions of the partitioned stages (stable "
+        "hash of the user id); None: 1 with the local runner, 2 per Dask worker with dask")
+
+    @property
+    def partition_count(self) -> int:
+        """How many user partitions the partitioned stages use (see `partitions`)."""
+        if self.partitions is not None:
+            return self.partitions
+        return 1 if self.task_runner == "local" else 2 * self.dask_workers
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,0 +1,54 @@
+"""User partitions and the one way a stage fans work out over them.
+
+A partitioned stage splits its work by a stable hash of the user id (`partition_of`) and runs
+one plain function per part through a `Mapper`. The stage itself never knows where the parts
+run: `serial_map` (the default, and the local runner) runs them one after another in this
+process; the flows pass a mapper that submits each part as a Prefect task to the Dask cluster
+(`flows/runner.py`). Part functions are module-level functions whose arguments are paths and
+plain values, so they pickle cheaply and a retried part redoes exactly its own work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pandas as pd
+
+R = TypeVar("R")
+
+# pandas' hash_array is SipHash-2-4 keyed with these 16 bytes: the same id gets the same
+# partition on every machine and every run (Python's own hash() is salted per process).
+_HASH_KEY = "recsys-partition"
+
+
+def partition_of(user_ids: Sequence[Any] | np.ndarray | pd.Series, n_partitions: int
+                 ) -> np.ndarray:
+    """The partition (0 .. n_partitions - 1, int32) of each user id, from its string form.
+
+    Vectorised; ids are compared as strings, as everywhere in the project.
+    """
+    if n_partitions < 1:
+        raise ValueError(f"n_partitions must be >= 1, got {n_partitions}")
+    values = np.asarray(pd.Series(user_ids, dtype="object").astype(str), dtype=object)
+    if n_partitions == 1 or len(values) == 0:
+        return np.zeros(len(values), dtype=np.int32)
+    hashes = pd.util.hash_array(values, hash_key=_HASH_KEY, categorize=False)
+    return (hashes % np.uint64(n_partitions)).astype(np.int32)
+
+
+class Mapper(Protocol):
+    """Runs `fn(*args)` for every args tuple and returns the results in the same order.
+
+    `label` names the parts in logs and in the Prefect UI (``score users``).
+    """
+
+    def __call__(self, label: str, fn: Callable[..., R], args_list: Sequence[tuple[Any, ...]]
+                 ) -> list[R]: ...
+
+
+def serial_map(label: str, fn: Callable[..., R], args_list: Sequence[tuple[Any, ...]]
+               ) -> list[R]:
+    """The local mapper: each part in turn, in this process."""
+    return [fn(*args) for args in args_list]

@@ -1,6 +1,12 @@
-"""Training benchmarks: our ALS wrappers vs bare implicit calls, and the ML100k search table.
+"""Training benchmarks: our train + score stages and ALS wrappers vs bare implicit calls, and the
+ML100k search table.
 
-Two modes:
+Three modes:
+
+    # the issue-14 goal: train_run_model + score_run_model (holdout fit, evaluation, warm-started
+    # fit on all data, top-N, similar items, explanations, every file written) against a bare
+    # implicit fit + recommend(all users, N=top_n) with the same parameters, same run, per size
+    python -m bench training stage --interactions 1000000 5000000
 
     # fit + recommend-all-users (+ explanations) at N generated interactions; the issue's size
     # is 50M (needs ~20 GB free RAM and about an hour on 2 cores)
@@ -23,24 +29,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from features.snapshot import Manifest, ViewSnapshot
 from recsys.datagen import generate_batch
-from training.data import build_matrix, to_csr
+from recsys.settings import Settings, load_settings
+from training.data import build_matrix, load_interactions, to_csr
 from training.explain import explain_recommendations
 from training.model import AlsParams, apply_weighting, fit_als, recommend_top_n
 from training.search import SearchSpace, search_and_evaluate
+from training.stage import score_run_model, train_run_model
 
 log = logging.getLogger("bench.als_training")
 
@@ -55,6 +67,87 @@ def _matrix_from_batch(directory: Path) -> sp.csr_matrix:
                          (users.indices.to_numpy(), items.indices.to_numpy())),
                         shape=(len(users.dictionary), len(items.dictionary)))
     return to_csr(coo)
+
+
+def write_interactions_snapshot(work: Path, *, interactions: int, seed: int = 42) -> Manifest:
+    """A feature snapshot of `interactions` generated interactions (users = N/50, items = N/250,
+    the bench sizes' shape; weight = rating) as the train and score stages read it: an
+    interactions parquet file and its Manifest (not written to disk: the stages take it)."""
+    generated = generate_batch(work / "batch", users=max(interactions // 50, 1),
+                               items=max(interactions // 250, 10), interactions=interactions,
+                               seed=seed)
+    table = pq.read_table(generated.directory / "interactions.parquet",
+                          columns=["user_id", "item_id", "rating"])
+    path = work / "features" / "interactions" / "data.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"user_id": table["user_id"], "item_id": table["item_id"],
+                             "weight": pc.fill_null(table["rating"], 1.0).cast(pa.float64())}),
+                   path)
+    return Manifest(snapshot_id="bench", created_at=datetime.now(UTC).isoformat(), as_of=None,
+                    duckdb_version="-", sources={"interactions": {"path": str(path)}},
+                    views={"interactions": ViewSnapshot(name="interactions", path=str(path),
+                                                        rows=table.num_rows, schema=[])})
+
+
+def _bare_fit_recommend(matrix: sp.csr_matrix, settings: Settings) -> dict[str, float]:
+    """What an implicit user writes: one fit, one recommend(all users), one BLAS thread."""
+    with threadpool_limits(1, "blas"):
+        started = time.perf_counter()
+        model = AlternatingLeastSquares(
+            factors=settings.factors, regularization=settings.regularization,
+            alpha=settings.alpha, iterations=settings.iterations, random_state=settings.seed)
+        model.fit(matrix, show_progress=False)
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        model.recommend(np.arange(matrix.shape[0], dtype=np.int32), matrix, N=settings.top_n,
+                        filter_already_liked_items=True)
+    return {"fit_s": fit_s, "recommend_s": time.perf_counter() - started}
+
+
+def stage(args: argparse.Namespace) -> dict[str, Any]:
+    """Our train + score stages against a bare fit + recommend, in the same run, per size."""
+    rows = []
+    for interactions in args.interactions:
+        with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench-training-") as tmp:
+            work = Path(tmp)
+            manifest = write_interactions_snapshot(work, interactions=interactions)
+            settings = load_settings(data_dir=work / "data")
+            matrix = load_interactions(manifest.view_path("interactions")).matrix
+            for repeat in range(args.repeat):
+                load_before = os.getloadavg()[0]
+                bare = _bare_fit_recommend(matrix, settings)
+                started = time.perf_counter()
+                model_dir, result = train_run_model(manifest, version=f"v{repeat}",
+                                                    settings=settings, search=False)
+                train_s = time.perf_counter() - started
+                started = time.perf_counter()
+                score_run_model(model_dir, manifest, settings=settings)
+                score_s = time.perf_counter() - started
+                bare_s = bare["fit_s"] + bare["recommend_s"]
+                rows.append({
+                    "interactions": interactions, "nnz": int(matrix.nnz),
+                    "users": int(matrix.shape[0]), "items": int(matrix.shape[1]),
+                    "bare_fit_s": round(bare["fit_s"], 2),
+                    "bare_recommend_s": round(bare["recommend_s"], 2),
+                    "train_s": round(train_s, 2), "score_s": round(score_s, 2),
+                    "train_timings": result.metrics["timings"],
+                    "ratio": round((train_s + score_s) / bare_s, 3),
+                    "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                    "ndcg@10": round(result.metrics["als"][f"ndcg@{settings.eval_k}"], 4)})
+                log.info("%s", rows[-1])
+    print(f"\n{'interactions':>12} {'users x items':>15} {'bare fit':>9} {'bare rec':>9} "
+          f"{'train':>8} {'score':>8} {'ratio':>6}  load average (before, after)")
+    for row in rows:
+        print(f"{row['interactions']:>12,} {row['users']:>7,} x {row['items']:<6,} "
+              f"{row['bare_fit_s']:>8.1f}s {row['bare_recommend_s']:>8.1f}s "
+              f"{row['train_s']:>7.1f}s {row['score_s']:>7.1f}s {row['ratio']:>6.2f}  "
+              f"{row['load_average']}")
+    settings = load_settings()
+    return {"machine": platform.machine(), "cores": os.cpu_count(),
+            "params": {k: getattr(settings, k) for k in (
+                "factors", "regularization", "alpha", "iterations", "refit_iterations", "top_n",
+                "similar_n", "explain_n", "eval_max_users")},
+            "runs": rows}
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -145,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench training",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("stage", help="train + score stages vs bare fit + recommend")
+    t.add_argument("--interactions", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    t.add_argument("--repeat", type=int, default=1, help="runs per size (each with its bare)")
+    t.add_argument("--tmp", type=Path, default=None, help="where to generate the data")
     s = sub.add_parser("scale", help="fit / recommend timings vs bare implicit")
     s.add_argument("--interactions", type=int, default=50_000_000)
     s.add_argument("--users", type=int, default=1_000_000)
@@ -164,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--objective", default="ndcg")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    out = scale(args) if args.mode == "scale" else search(args)
+    out = {"stage": stage, "scale": scale, "search": search}[args.mode](args)
     print(json.dumps(out, indent=2))
 
 

@@ -1,6 +1,6 @@
 """Publishing benchmark: `MongoServingStore.publish` vs bare `insert_many` of the same documents.
 
-    python -m bench publish --users 1000000 --items 20000 --top-n 50
+    python -m bench publish --users 1000000 --items 20000 --top-n 50 [--explain-n 3]
 
 Starts its own `secantusd-py` (on-disk, in a temp dir) unless `--uri` is given. The baseline
 inserts exactly the documents `publish` writes (recs, similar, popular, user and item
@@ -8,7 +8,9 @@ embeddings; built by `serving.documents.build_documents`, as publish builds them
 `insert_many(ordered=False)` in the same batch size; only the `insert_many` calls are timed
 (documents are built untimed, batch by batch, so memory stays bounded). The publish time is
 everything: validation, document building, writes, verification and the ready flag. Prints one
-JSON line.
+JSON line, with the load average before and after each side (the machine is shared: compare
+ratios measured in one run, and the load they ran under). `--explain-n` adds explaining items
+to every recommendation, as the pipeline's documents have them (`RECSYS_EXPLAIN_N`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -37,9 +40,16 @@ VERSION = "bench"
 
 
 def make_payload(users: int, items: int, top_n: int, similar_n: int, factors: int,
-                 seed: int) -> PublishPayload:
-    """Random but valid arrays (vectorised), like a trained model's output, as version "bench"."""
+                 seed: int, explain_n: int = 0) -> PublishPayload:
+    """Random but valid arrays (vectorised), like a trained model's output, as version "bench"
+    (with `explain_n` > 0: that many explaining items per recommendation)."""
     rng = np.random.default_rng(seed)
+    explain: dict[str, np.ndarray] = {}
+    if explain_n > 0:
+        explain["rec_explain_items"] = rng.integers(0, items, size=(users, top_n, explain_n),
+                                                    dtype=np.int32)
+        explain["rec_explain_scores"] = -np.sort(
+            -rng.random((users, top_n, explain_n), dtype=np.float32), axis=2)
     rec = rng.integers(0, items, size=(users, top_n), dtype=np.int32)
     rec_scores = -np.sort(-rng.random((users, top_n), dtype=np.float32), axis=1)
     sim = rng.integers(0, items, size=(items, similar_n), dtype=np.int32)
@@ -55,6 +65,7 @@ def make_payload(users: int, items: int, top_n: int, similar_n: int, factors: in
         popular_items=np.arange(100, dtype=np.int32),
         popular_scores=np.linspace(100, 1, 100, dtype=np.float32),
         item_attributes={"genres": [[str(g)] for g in genres[np.arange(items) % len(genres)]]},
+        **explain,
     )
 
 
@@ -89,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-n", type=int, default=50)
     parser.add_argument("--similar-n", type=int, default=20)
     parser.add_argument("--factors", type=int, default=32)
+    parser.add_argument("--explain-n", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--uri", help="an existing MongoDB (default: start secantusd-py)")
     parser.add_argument("--seed", type=int, default=0)
@@ -109,23 +121,29 @@ def main(argv: list[str] | None = None) -> None:
     client: MongoClient = MongoClient(uri, tz_aware=True)
     try:
         payload = make_payload(args.users, args.items, args.top_n, args.similar_n, args.factors,
-                               args.seed)
+                               args.seed, args.explain_n)
         client.drop_database("bench_bare")
         client.drop_database("bench_publish")
         logger.info("bare insert_many of %d users x top-%d ...", args.users, args.top_n)
+        load = {"bare_start": os.getloadavg()[0]}
         bare, docs = bare_insert(client["bench_bare"], payload, args.batch_size)
+        load["bare_end"] = os.getloadavg()[0]
         client.drop_database("bench_bare")
         logger.info("bare: %.1fs; publish ...", bare)
-        started = time.perf_counter()
+        load["publish_start"] = os.getloadavg()[0]
+        started, cpu = time.perf_counter(), time.process_time()
         MongoServingStore(client["bench_publish"]).publish(payload, batch_size=args.batch_size)
-        published = time.perf_counter() - started
+        published, cpu = time.perf_counter() - started, time.process_time() - cpu
+        load["publish_end"] = os.getloadavg()[0]
         client.drop_database("bench_publish")
         print(json.dumps({
             "users": args.users, "items": args.items, "top_n": args.top_n,
-            "similar_n": args.similar_n, "factors": args.factors, "batch_size": args.batch_size,
-            "documents": docs, "bare_insert_many_s": round(bare, 2),
-            "publish_s": round(published, 2), "ratio": round(published / bare, 3),
-            "publish_docs_per_s": round(docs / published),
+            "similar_n": args.similar_n, "factors": args.factors, "explain_n": args.explain_n,
+            "batch_size": args.batch_size, "documents": docs,
+            "bare_insert_many_s": round(bare, 2), "publish_s": round(published, 2),
+            "ratio": round(published / bare, 3), "publish_docs_per_s": round(docs / published),
+            "publish_client_cpu_s": round(cpu, 2),
+            "load_average_1m": {k: round(v, 2) for k, v in load.items()},
         }))
     finally:
         client.close()

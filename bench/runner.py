@@ -8,23 +8,27 @@ It generates a batch deterministically (`recsys.datagen.generate_batch`, seed 42
 stage functions the pipeline flow's tasks call, in order, each stage's output feeding the next,
 and measures each beside the raw baseline the stage replaces, on the same data, in the same run:
 
-| stage      | ours (the pipeline's code)                          | raw baseline                 |
-|------------|-----------------------------------------------------|------------------------------|
-| validation | `ingest.stage.ingest_batch`: read, GE, write        | `pyarrow.parquet.read_table` |
-| features   | `features.stage`: raw-store ingest + every view     | DuckDB `COPY (view SQL)`     |
-| training   | `training.stage`: holdout fit + metrics, refit,     | bare implicit `fit` +        |
-|            | top-N, similar items, explanations                  | `recommend(all users)`       |
-| publish    | `serving.publish.publish_model`: write, verify,     | `insert_many` of the same    |
-|            | online features, switch                             | documents                    |
-| serving    | the API (uvicorn) under `wrk`, cache on             | pymongo `find_one` loop      |
+| stage      | ours (the pipeline's code)                   | raw baseline (target)             |
+|------------|----------------------------------------------|-----------------------------------|
+| validation | `ingest.stage.ingest_batch`: read, GE, write | DuckDB `COPY (SELECT * FROM       |
+|            | into the raw store                           | <batch file>) TO parquet` (<= 2x) |
+| features   | `features.stage.build_features_as_of`: every | DuckDB `COPY (view SQL)`          |
+|            | view over the raw store                      | (<= 1.3x)                         |
+| training   | `training.stage`: train (with evaluation),   | bare implicit `fit` +             |
+|            | top-N, similar items, explanations           | `recommend(all users)` (<= 1.2x)  |
+| publish    | `serving.publish.publish_model`: write,      | `insert_many` of the same         |
+|            | verify, online features, switch              | documents (<= 1.1x)               |
+| serving    | the API (uvicorn, 1 worker, cache on) under  | the same server's `/health`       |
+|            | `wrk`, 16 connections: user recommendations  | under `wrk` (req/s >= 0.7x)       |
 
 Every measurement runs in a fresh child process (`bench.phases.*`, see `bench.child_process`),
 which reports its wall time and its own peak RSS (`VmHWM`), so no phase inherits another's
 memory or warm caches. Results go to `<out>/<size>.json` after each phase (a run cut short keeps
 what it measured) and, at the end, a markdown table to `<out>/<size>.md`; `<out>` is `--out`,
-by default `<RECSYS_DATA_DIR>/bench`. "End to end" is the sum of our pipeline stages
-(validation .. publish) against the sum of their baselines; serving is a throughput ratio and is
-reported apart.
+by default `<RECSYS_DATA_DIR>/bench`; nothing is written inside the checkout's packages. "End
+to end" is the sum of our pipeline stages (validation .. publish) against the sum of their
+baselines (target <= 1.2x); serving is a throughput ratio and is reported apart. Every row says
+whether it meets issue 14's target (`bench.report.TARGETS`).
 
 MongoDB: an embedded `secantusd-py` under the work directory, or `--uri` (e.g. a real mongod).
 """
@@ -33,10 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -45,8 +46,7 @@ from typing import Any
 
 from bench.child_process import run_child
 from bench.report import markdown, round_floats, summarize
-from bench.workspace import SEED, SIZES, STAGES, Size, bench_settings
-from recsys.mongo_server import EmbeddedMongo, free_port
+from bench.workspace import SEED, SIZES, STAGES, Size, machine_info, mongodb, work_folder
 from recsys.settings import Settings, load_settings
 
 # The child module that measures each stage, both sides.
@@ -58,14 +58,6 @@ STAGE_MODULES = {
     "publish": "bench.phases.publish_version",
     "serving": "bench.phases.serve_recommendations",
 }
-
-
-def _machine() -> dict[str, Any]:
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    return {"cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "load_average_at_start": list(os.getloadavg())}
 
 
 def phase_order(stages: tuple[str, ...]) -> list[str]:
@@ -109,32 +101,25 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
     if "serving" in stages and shutil.which("wrk") is None:  # fail before hours of work
         raise RuntimeError("the serving stage needs wrk (apt-get install wrk); without it, "
                            "measure the other stages with --stage")
-    own_work = work is None
-    work = Path(tempfile.mkdtemp(prefix=f"recsys-bench-{size.name}-")) if own_work \
-        else Path(work)
-    work.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = results_dir / f"{size.name}.json", results_dir / f"{size.name}.md"
-    log_file = work / "bench.log"
-    results: dict[str, Any] = {
-        "size": asdict(size), "seed": SEED, "started_at": datetime.now(UTC).isoformat(
-            timespec="seconds"), "machine": _machine(), "work_dir": str(work),
-        "command": f"python -m bench run --size {size.name}", "stages": list(stages),
-        "phases": {}, "summary": {}}
-    if set(stages) != set(STAGES):
-        _merge_earlier(results, json_path, size)
-    server = None
-    if uri is None:
-        server = EmbeddedMongo(state_dir=work / "mongo", port=free_port(),
-                               storage_path=work / "mongo" / "db")
-        uri = server.start(wait_seconds=bench_settings(work, "").mongo_start_timeout_s).uri
-    results["mongodb"] = "embedded secantusd-py" if server else "external"
-    try:
+    with work_folder(work, prefix=f"recsys-bench-{size.name}-", keep=keep) as work_dir, \
+            mongodb(work_dir, uri) as mongo_uri:
+        log_file = work_dir / "bench.log"
+        results: dict[str, Any] = {
+            "size": asdict(size), "seed": SEED, "started_at": datetime.now(UTC).isoformat(
+                timespec="seconds"), "machine": machine_info(), "work_dir": str(work_dir),
+            "command": f"python -m bench run --size {size.name}", "stages": list(stages),
+            "mongodb": "external" if uri else "embedded secantusd-py", "phases": {},
+            "summary": {}}
+        if set(stages) != set(STAGES):
+            _merge_earlier(results, json_path, size)
         for phase in phase_order(stages):
             echo(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {size.name}: {phase} ...")
             stage, _, side = phase.partition("/")
-            result = run_child(STAGE_MODULES[stage], [side or stage, str(work), size.to_json(),
-                                                      uri], log_file=log_file)
+            result = run_child(STAGE_MODULES[stage], [side or stage, str(work_dir),
+                                                      size.to_json(), mongo_uri],
+                               log_file=log_file)
             results["phases"][phase] = round_floats(result)
             results["summary"] = round_floats(summarize(results))
             json_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -142,11 +127,6 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
         results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         json_path.write_text(json.dumps(results, indent=2) + "\n")
         md_path.write_text(markdown(results))
-    finally:
-        if server is not None:
-            server.stop()
-        if own_work and not keep:
-            shutil.rmtree(work, ignore_errors=True)
     return results
 
 

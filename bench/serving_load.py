@@ -1,16 +1,25 @@
-"""Serving load benchmark: wrk against the API (uvicorn, separate process) vs a bare pymongo loop.
+"""Serving load benchmark: user recommendations under wrk beside the same server's `/health`.
 
-    python -m bench serving-load --users 10000 --concurrency 1 8 32 64 --duration 10
+    python -m bench serving-load --workers 1 2 --connections 16 1 --duration 10 --repeat 2
 
 Starts its own `secantusd-py` unless `--uri` is given, publishes a generated version
-(`--users` x top-50, genres attached), starts
-`uvicorn --factory serving.api.main:app_from_environment`
-in a subprocess, and runs `wrk` (a separate load process; `apt-get install wrk`) at each
-concurrency on `GET /users/{random id}/recommendations?k=10` (ids drawn from the first
-`--hot-users`; the find_one baseline draws from the same set), once with the document cache
-on and once with it off (`RECSYS_API_CACHE_ENTRIES=0`: every request reads MongoDB). The
-baseline is a bare pymongo `find_one({"_id": random user})` loop on the same collection, in
-its own process, with 1 and with N threads. Prints one JSON line per measurement.
+(`--users` x top-50, genres attached), then for each worker count and with the document cache
+on and off (`RECSYS_API_CACHE_ENTRIES=0`: every request reads MongoDB) starts the API the way
+production does (`recsys serve --workers N`, JSON logs on, access log and rate limit off) and
+drives it with `wrk` (a separate process, one thread; `apt-get install wrk`) at each number of
+connections:
+
+- `GET /health`: the framework's floor on this server (no key, no database, a constant answer);
+- `GET /users/{id}/recommendations?k=10`: a Lua script rotates over the first `--hot-users`
+  ids (a hot set the cache holds after a warm-up).
+
+The two alternate (health, recs, health, recs, ...) `--repeat` times, so a change of the
+machine's load hits both sides. The figure of merit is the ratio of their throughputs; on a
+shared machine the absolute numbers move with the load, the ratio less. Each run also records
+the CPU time that the API's processes, the MongoDB server (when this benchmark started it, or
+`--mongo-pid`) and wrk spent per request: on a CPU-bound machine the throughput ratio tends to
+the inverse ratio of these costs, which other agents' load disturbs much less than req/s.
+Prints one JSON line per wrk run, then a table of medians with the ratios and the load average.
 """
 
 from __future__ import annotations
@@ -19,102 +28,135 @@ import argparse
 import json
 import logging
 import os
-import random
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pymongo import MongoClient
 
-from bench.child_process import REPO, run_child
+from bench.child_process import REPO
 from bench.publish import VERSION, make_payload
-from recsys.mongo import recs_collection
 from recsys.mongo_server import EmbeddedMongo, free_port
 from serving.store import MongoServingStore
 
 logger = logging.getLogger("bench.serving_load")
 DB = "bench_serving"
 
+# `path` is a Lua expression; each wrk thread starts the rotation at its own offset.
 WRK_SCRIPT = """
-math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local n = %(users)d
+local i = math.random(0, n - 1)
 request = function()
-  local id = string.format("u%%08d", math.random(0, %d))
-  return wrk.format("GET", "/users/" .. id .. "/recommendations?k=10")
+  i = (i + 7919) %% n
+  return wrk.format("GET", %(path)s)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
-    summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99),
-    summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout, latency.max))
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
+RECS_PATH = 'string.format("/users/u%08d/recommendations?k=10", i)'
+HEALTH_PATH = '"/health"'
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
-    threads = min(2, connections)
+def write_scripts(folder: Path, hot_users: int) -> dict[str, Path]:
+    """The wrk scripts of both targets, by name."""
+    scripts = {}
+    for name, path in (("health", HEALTH_PATH), ("recs", RECS_PATH)):
+        scripts[name] = folder / f"{name}.lua"
+        scripts[name].write_text(WRK_SCRIPT % {"users": hot_users, "path": path})
+    return scripts
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (the uvicorn workers of `recsys serve`)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += parents.get(current, [])
+    return out
+
+
+def cpu_snapshot(api_pid: int, mongo_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the API's process tree, the MongoDB server and finished children
+    (wrk, once `subprocess.run` has waited for it)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"api": sum(_cpu_seconds(p) for p in _descendants(api_pid)),
+            "mongo": _cpu_seconds(mongo_pid) if mongo_pid else 0.0,
+            "wrk": children.ru_utime + children.ru_stime}
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: float) -> dict[str, float]:
+    """One wrk run (one thread): requests/s, latency percentiles (ms) and error counts."""
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
+         "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("RESULT"))
-    reqs, dur_us, p50, p95, p99, errors, lmax = (int(v) for v in line.split()[1:])
+    reqs, dur_us, p50, p90, p99, lmax, status_errors, socket_errors = (
+        int(v) for v in line.split()[1:])
     return {"requests": reqs, "rps": round(reqs / (dur_us / 1e6), 1), "p50_ms": p50 / 1000,
-            "p95_ms": p95 / 1000, "p99_ms": p99 / 1000, "max_ms": lmax / 1000,
-            "errors": errors}
+            "p90_ms": p90 / 1000, "p99_ms": p99 / 1000, "max_ms": lmax / 1000,
+            "non_2xx": status_errors, "socket_errors": socket_errors}
 
 
-def _find_one_worker(uri: str, users: int, seconds: float, out: list[list[float]]) -> None:
-    client: MongoClient = MongoClient(uri)
-    coll = client[DB][recs_collection(VERSION)]
-    lat: list[float] = []
-    rng = random.Random()
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        coll.find_one({"_id": f"u{rng.randrange(users):08d}"})
-        lat.append(time.perf_counter() - t0)
-    out.append(lat)
-    client.close()
+def measured_run(url: str, script: Path, connections: int, duration: float,
+                 pids: tuple[int, int | None]) -> dict[str, float]:
+    """`run_wrk` plus the CPU milliseconds per request of the API, MongoDB and wrk."""
+    before = cpu_snapshot(*pids)
+    res = run_wrk(url, script, connections, duration)
+    after = cpu_snapshot(*pids)
+    per_request = {f"cpu_ms_{k}": round((after[k] - before[k]) * 1000 / max(res["requests"], 1),
+                                        4) for k in before}
+    total = sum(per_request.values())
+    return {**res, **per_request, "cpu_ms_total": round(total, 4)}
 
 
-def find_one_loop(uri: str, users: int, threads: int, seconds: float) -> dict[str, float]:
-    """`threads` pymongo clients reading random users' recommendations for `seconds`.
-
-    Runs in a child process (see `--baseline`), so it is a separate client, like wrk.
-    """
-    lats: list[list[float]] = []
-    workers = [threading.Thread(target=_find_one_worker, args=(uri, users, seconds, lats))
-               for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    flat = sorted(x for lat in lats for x in lat)
-
-    def pct(p: float) -> float:
-        return round(flat[min(len(flat) - 1, int(p / 100 * len(flat)))] * 1000, 3)
-
-    return {"requests": len(flat), "rps": round(len(flat) / seconds, 1), "p50_ms": pct(50),
-            "p95_ms": pct(95), "p99_ms": pct(99)}
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def start_api(uri: str, port: int, cache_entries: int, log: Path) -> subprocess.Popen[bytes]:
-    """The API in its own uvicorn process on `port`, once it answers `/ready`."""
-    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DB": DB,
+def start_api(uri: str, port: int, *, workers: int, cache_entries: int, data_dir: Path,
+              log: Path) -> subprocess.Popen[bytes]:
+    """`recsys serve` in its own process on `port`, once it answers `/ready`."""
+    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DB": DB, "RECSYS_DATA_DIR": str(data_dir),
            "RECSYS_API_RATE_LIMIT_PER_SECOND": "0", "RECSYS_TOP_N": "50",
-           "RECSYS_API_CACHE_ENTRIES": str(cache_entries)}
+           "RECSYS_API_CACHE_ENTRIES": str(cache_entries), "RECSYS_API_ACCESS_LOG": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "serving.api.main:app_from_environment",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level",
-         "warning"],
+        [sys.executable, "-m", "recsys", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
         cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}; see {log}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
                 return proc
@@ -125,6 +167,58 @@ def start_api(uri: str, port: int, cache_entries: int, log: Path) -> subprocess.
     raise RuntimeError(f"API did not become ready; see {log}")
 
 
+def stop_api(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def measure_server(url: str, scripts: dict[str, Path], args: argparse.Namespace,
+                   label: dict[str, Any], pids: tuple[int, int | None]) -> list[dict[str, Any]]:
+    """Warm up (fill the cache), then alternate health and recs runs at each connection count."""
+    run_wrk(url, scripts["recs"], 16, args.warmup)
+    run_wrk(url, scripts["health"], 16, 2)
+    rows = []
+    for connections in args.connections:
+        for rep in range(args.repeat):
+            for target in ("health", "recs"):
+                load = load_average()
+                res = measured_run(url, scripts[target], connections, args.duration, pids)
+                row = {**label, "target": target, "connections": connections, "rep": rep,
+                       **res, "load": load}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """A markdown table: per server and connections, median req/s and latencies of both targets
+    and the ratio of the medians (recs / health)."""
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        key = (row["workers"], row["cache"], row["connections"])
+        groups.setdefault(key, {}).setdefault(row["target"], []).append(row)
+    out = ["| workers | cache | conns | /health req/s | p50 / p99 ms | recs req/s | p50 / p99 ms "
+           "| recs / health | CPU ms/req health / recs | CPU ratio | load avg |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_ms_total")
+    for (workers, cache, conns), targets in groups.items():
+        med = {t: {k: statistics.median(r[k] for r in rs) for k in keys}
+               for t, rs in targets.items()}
+        health, recs = med["health"], med["recs"]
+        loads = sorted(float(r["load"].split()[0]) for rs in targets.values() for r in rs)
+        out.append(
+            f"| {workers} | {cache} | {conns} | {health['rps']:,.0f} | {health['p50_ms']:.2f} / "
+            f"{health['p99_ms']:.2f} | {recs['rps']:,.0f} | {recs['p50_ms']:.2f} / "
+            f"{recs['p99_ms']:.2f} | **{recs['rps'] / health['rps']:.2f}** | "
+            f"{health['cpu_ms_total']:.3f} / {recs['cpu_ms_total']:.3f} | "
+            f"{health['cpu_ms_total'] / recs['cpu_ms_total']:.2f} | {loads[0]}-{loads[-1]} |")
+    return "\n".join(out)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The `python -m bench serving-load` command line."""
     parser = argparse.ArgumentParser(prog="python -m bench serving-load",
@@ -132,55 +226,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--hot-users", type=int, default=1000,
-                        help="requests pick users among the first N (a hot set that can be cached)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    parser.add_argument("--uri")
-    parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)  # child mode: threads
+                        help="requests rotate over the first N users (a set the cache holds)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cache", choices=["on", "off"], nargs="+", default=["on", "off"])
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 1])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=2, help="health/recs pairs per setting")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of recs before measuring")
+    parser.add_argument("--uri", help="an existing MongoDB (default: start secantusd-py)")
+    parser.add_argument("--mongo-pid", type=int,
+                        help="with --uri: the server's pid, to count its CPU time")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Publish a generated version, then load the API and the bare loop; print the figures."""
+    """Publish a generated version, then load each API configuration; print the figures."""
     args = parse_args(argv)
-    if args.baseline:
-        print(json.dumps(find_one_loop(args.uri, args.users, args.baseline, args.duration)))
-        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     server = None
-    uri = args.uri
+    uri, mongo_pid = args.uri, args.mongo_pid
     if uri is None:
         server = EmbeddedMongo(state_dir=tmp, port=free_port(), storage_path=tmp / "db")
-        uri = server.start().uri
+        state = server.start()
+        uri, mongo_pid = state.uri, state.pid
     client: MongoClient = MongoClient(uri, tz_aware=True)
+    rows: list[dict[str, Any]] = []
     try:
         client.drop_database(DB)
         store = MongoServingStore(client[DB])
         logger.info("publishing %d users ...", args.users)
         store.publish(make_payload(args.users, args.items, 50, 20, 32, 0))
         store.activate(VERSION)
-        script = tmp / "recs.lua"
-        script.write_text(WRK_SCRIPT % (min(args.hot_users, args.users) - 1))
-        for threads in sorted({1, max(args.concurrency)}):
-            out = run_child("bench.serving_load",
-                            ["--uri", uri, "--users", str(min(args.hot_users, args.users)),
-                             "--duration", str(args.duration), "--baseline", str(threads)])
-            out.pop("process_seconds")
-            print(json.dumps({"target": "pymongo find_one loop", "threads": threads, **out}),
-                  flush=True)
-        for label, entries in (("api, cache on", 100_000), ("api, cache off", 0)):
-            port = free_port()
-            api = start_api(uri, port, entries, tmp / "api.log")
-            try:
-                url = f"http://127.0.0.1:{port}"
-                run_wrk(url, script, 8, 5)  # warm up (and fill the cache)
-                for c in args.concurrency:
-                    res = run_wrk(url, script, c, args.duration)
-                    print(json.dumps({"target": label, "connections": c, **res}), flush=True)
-            finally:
-                api.terminate()
-                api.wait(15)
+        scripts = write_scripts(tmp, min(args.hot_users, args.users))
+        for workers in args.workers:
+            for cache in args.cache:
+                port = free_port()
+                api = start_api(uri, port, workers=workers,
+                                cache_entries=100_000 if cache == "on" else 0,
+                                data_dir=tmp / "data", log=tmp / "api.log")
+                try:
+                    rows += measure_server(f"http://127.0.0.1:{port}", scripts, args,
+                                           {"workers": workers, "cache": cache},
+                                           (api.pid, mongo_pid))
+                finally:
+                    stop_api(api)
+        print(summarize(rows), flush=True)
     finally:
         client.drop_database(DB)
         client.close()

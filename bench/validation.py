@@ -1,35 +1,39 @@
-"""Validation benchmark: the data-contract stage vs just reading the same file with pyarrow.
+"""Validation benchmark: the whole validate stage against a bare DuckDB copy of the same batch.
 
 For N interactions (with N/50 users and N/200 items) written as parquet, it times, each in a
 fresh process (so one phase's memory does not help the next):
 
-* `pyarrow-read`  -- `pyarrow.parquet.read_table` of the three files (the baseline, best of 3);
-* `read_batch`    -- `ingest.reader.read_batch` (parquet -> pandas, ids as strings);
-* `validate`      -- `ingest.validate.validate_batch` (three GE checkpoints, helper columns,
-                     SUMMARY results), without Data Docs;
-* `validate+docs` -- the same with GE Data Docs built, as the pipeline does;
-* `ingest_batch`  -- the whole stage, `ingest.stage.ingest_batch` (read, validate, normalize,
-                     write into the raw store), Data Docs off, in a temporary data dir, holding
-                     the interactions whole;
+* `duckdb-copy`   -- the baseline (issue 14): `COPY (SELECT * FROM <batch file>) TO parquet` of
+                     the three files through plain DuckDB
+                     (`bench.phases.validate_batch.bare_batch_copy`, best of 3);
+* `pyarrow-read`  -- `pyarrow.parquet.read_table` of the three files (best of 3), for reference;
+* `ingest_batch`  -- the whole stage, `ingest.stage.ingest_batch` (read, 35 GE expectations,
+                     normalize, write into the raw store), Data Docs off, in a temporary data
+                     dir, holding the interactions whole;
 * `ingest_batch/chunked` -- the same streaming the interactions `--chunk-rows` rows at a time
-                     (`RECSYS_VALIDATE_CHUNK_ROWS`); only with `--chunk-rows`;
+                     (`RECSYS_VALIDATE_CHUNK_ROWS`), the parts run one after another
+                     (`serial_map`); only with `--chunk-rows`;
+* `ingest_batch/parallel` -- the same with the parts run by a process pool of `--workers`
+                     processes (the mapper a Dask cluster stands in for); only with
+                     `--chunk-rows`;
 
-and prints the figures and the ratio (read_batch + validate) / pyarrow-read, plus peak RSS
-(`VmHWM` of the phase's own process).
+and prints each phase's seconds, its ratio to `duckdb-copy`, and its peak RSS (`VmHWM` of the
+phase's own process). The GE import (seconds, once per process) is not counted.
 
-    python -m bench validation --interactions 1000000 2000000
-    python -m bench validation --interactions 10000000   # the issue's full size
-    python -m bench validation --interactions 2000000 --chunk-rows 500000 \
-        --phases ingest_batch ingest_batch/chunked
+    python -m bench validation --interactions 1000000 5000000 --chunk-rows 1000000
+    python -m bench validation --interactions 5000000 --chunk-rows 1000000 --workers 2 \
+        --phases duckdb-copy ingest_batch/chunked ingest_batch/parallel
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +42,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.child_process import peak_rss_mib, run_child
-from ingest.reader import read_batch
+from bench.phases.validate_batch import bare_batch_copy
+from ingest.reader import batch_files
 from ingest.stage import ingest_batch
-from ingest.validate import validate_batch
 from recsys.settings import load_settings
 
-PHASES = ("pyarrow-read", "read_batch", "validate", "validate+docs", "ingest_batch",
-          "ingest_batch/chunked")
+PHASES = ("duckdb-copy", "pyarrow-read", "ingest_batch", "ingest_batch/chunked",
+          "ingest_batch/parallel")
+_CHUNKED = ("ingest_batch/chunked", "ingest_batch/parallel")
 
 
 def generate(out_dir: Path, interactions: int, seed: int = 7) -> None:
@@ -72,47 +77,57 @@ def _import_gx() -> None:
     import great_expectations  # noqa: F401
 
 
-def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None) -> dict[str, Any]:
+class PoolMapper:
+    """A `recsys.partitions.Mapper` running the parts in a process pool (Dask's stand-in)."""
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self.pool = pool
+
+    def __call__(self, label: str, fn: Any, args_list: Any) -> list[Any]:
+        return list(self.pool.map(fn, *zip(*args_list, strict=True)))
+
+
+def _best_of_three(run: Any) -> tuple[float, Any]:
+    timings, value = [], None
+    for _ in range(3):  # the baseline is cheap: best of three keeps it honest
+        started = time.perf_counter()
+        value = run()
+        timings.append(time.perf_counter() - started)
+    return min(timings), value
+
+
+def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None,
+           workers: int = 2) -> dict[str, Any]:
     """Run one phase in this process; return its seconds and peak RSS (MiB)."""
     result: dict[str, Any] = {}
     if phase.startswith("ingest_batch"):
         _import_gx()
         data_dir = Path(tempfile.mkdtemp(prefix="ingest-", dir=batch_dir.parent))
-        whole = phase == "ingest_batch"
         settings = load_settings(data_dir=data_dir, validation_data_docs=False,
-                                 validate_chunk_rows=10**12 if whole else chunk_rows)
-        started = time.perf_counter()
-        ingested = ingest_batch(batch_dir, run_id="bench", settings=settings)
-        result["seconds"] = time.perf_counter() - started
+                                 validate_chunk_rows=chunk_rows if phase in _CHUNKED
+                                 else 10**12)
+        pool = ProcessPoolExecutor(workers) if phase == "ingest_batch/parallel" else None
+        mapper = {} if pool is None else {"mapper": PoolMapper(pool)}
+        try:
+            started = time.perf_counter()
+            ingested = ingest_batch(batch_dir, run_id="bench", settings=settings, **mapper)
+            result["seconds"] = time.perf_counter() - started
+        finally:
+            if pool is not None:
+                pool.shutdown()
         result["success"] = float(ingested.report.success)
         result["rows_written"] = ingested.stored.rows["interactions"]
         shutil.rmtree(data_dir, ignore_errors=True)
-    elif phase == "pyarrow-read":
+    elif phase == "duckdb-copy":
+        out = Path(tempfile.mkdtemp(prefix="copy-", dir=batch_dir.parent))
+        result["seconds"], result["rows"] = _best_of_three(
+            lambda: bare_batch_copy(batch_files(batch_dir), out))
+        shutil.rmtree(out, ignore_errors=True)
+    else:  # pyarrow-read
         pq.read_schema(batch_dir / "users.parquet")  # first-call set-up is not reading
-        timings = []
-        for _ in range(3):  # best of three: the baseline is cheap, keep it honest
-            started = time.perf_counter()
-            rows = sum(pq.read_table(batch_dir / f"{name}.parquet").num_rows
-                       for name in ("users", "items", "interactions"))
-            timings.append(time.perf_counter() - started)
-        result["seconds"] = min(timings)
-        result["rows"] = rows
-    else:
-        _import_gx()
-        started = time.perf_counter()
-        batch = read_batch(batch_dir)
-        result["read_seconds"] = time.perf_counter() - started
-        if phase != "read_batch":
-            settings = load_settings(data_dir=batch_dir.parent / "data")
-            docs = batch_dir.parent / "docs" if phase == "validate+docs" else None
-            started = time.perf_counter()
-            report = validate_batch(batch, expectations_dir=settings.expectations_dir,
-                                    settings=settings, docs_dir=docs)
-            result["validate_seconds"] = time.perf_counter() - started
-            result["success"] = float(report.success)
-            if not report.success:
-                raise SystemExit(f"benchmark batch failed validation: {report.failures}")
-        result["seconds"] = result["read_seconds"] + result.get("validate_seconds", 0.0)
+        result["seconds"], result["rows"] = _best_of_three(
+            lambda: sum(pq.read_table(batch_dir / f"{name}.parquet").num_rows
+                        for name in ("users", "items", "interactions")))
     result["peak_rss_mib"] = peak_rss_mib()
     return result
 
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="also run ingest_batch streaming interactions this many rows at a "
                              "time (phase ingest_batch/chunked)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes of the pool in phase ingest_batch/parallel")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=None,
                         help="phases to run (default: all that apply)")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
@@ -133,12 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.phase:  # child process
-        print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows)))
+        print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows, args.workers)))
         return
     phases = [p for p in (args.phases or PHASES)
-              if p != "ingest_batch/chunked" or args.chunk_rows is not None]
-    if "ingest_batch/chunked" in (args.phases or ()) and args.chunk_rows is None:
-        parser.error("phase ingest_batch/chunked needs --chunk-rows")
+              if p not in _CHUNKED or args.chunk_rows is not None]
+    if set(_CHUNKED) & set(args.phases or ()) and args.chunk_rows is None:
+        parser.error("phases ingest_batch/chunked and ingest_batch/parallel need --chunk-rows")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="valbench-"))
     for n in args.interactions:
@@ -148,24 +165,22 @@ def main(argv: list[str] | None = None) -> None:
         generate(case / "batch", n)
         print(f"\n{n:,} interactions (generated in {time.perf_counter() - started:.1f}s, "
               f"{(case / 'batch' / 'interactions.parquet').stat().st_size / 2**20:.1f} MiB "
-              "parquet)")
+              f"parquet; load average {os.getloadavg()[0]:.2f})")
         figures: dict[str, dict[str, float]] = {}
         for phase in phases:
             extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-            figures[phase] = run_child("bench.validation", ["--phase", phase, "--batch",
-                                                            str(case / "batch"), *extra])
+            figures[phase] = run_child("bench.validation", [
+                "--phase", phase, "--batch", str(case / "batch"), "--workers",
+                str(args.workers), *extra])
             f = figures[phase]
-            detail = (f" (read {f['read_seconds']:.2f}s + validate "
-                      f"{f.get('validate_seconds', 0.0):.2f}s)" if "read_seconds" in f else "")
-            if phase == "ingest_batch/chunked":
-                detail = f" (chunks of {args.chunk_rows:,} rows)"
-            print(f"  {phase:<20} {f['seconds']:8.2f}s{detail}  peak RSS "
-                  f"{f['peak_rss_mib']:,.0f} MiB")
-        if {"pyarrow-read", "validate", "validate+docs"} <= set(figures):
-            base = figures["pyarrow-read"]["seconds"]
-            print(f"  ratio validate/pyarrow-read: {figures['validate']['seconds'] / base:.1f}x; "
-                  f"with Data Docs: {figures['validate+docs']['seconds'] / base:.1f}x; "
-                  f"GE part alone: {figures['validate']['validate_seconds'] / base:.1f}x")
+            base = figures.get("duckdb-copy", {}).get("seconds")
+            ratio = f"  {f['seconds'] / base:6.2f}x copy" if base else ""
+            detail = {"ingest_batch/chunked": f" (chunks of {args.chunk_rows:,} rows)",
+                      "ingest_batch/parallel": f" (chunks of {args.chunk_rows:,} rows, "
+                                               f"{args.workers} processes)"}.get(phase, "")
+            print(f"  {phase:<22} {f['seconds']:8.2f}s{ratio}  peak RSS "
+                  f"{f['peak_rss_mib']:,.0f} MiB{detail}")
+        print(f"  load average after: {os.getloadavg()[0]:.2f}")
         shutil.rmtree(case, ignore_errors=True)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

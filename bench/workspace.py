@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.child_process import report
+from recsys.mongo_server import EmbeddedMongo, free_port
 from recsys.settings import Settings, load_settings
 
 SEED = 42
@@ -59,6 +65,47 @@ def bench_settings(work: Path, uri: str) -> Settings:
     """
     return load_settings(data_dir=work / "data", mongodb_uri=uri, mongodb_db=DB_NAME,
                          keep_versions=2)
+
+
+@contextmanager
+def work_folder(work: Path | None, *, prefix: str, keep: bool = False) -> Iterator[Path]:
+    """`work` (created when missing), or a fresh temp folder removed afterwards unless `keep`."""
+    if work is not None:
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        yield work
+        return
+    temp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield temp
+    finally:
+        if not keep:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextmanager
+def mongodb(work: Path, uri: str | None) -> Iterator[str]:
+    """`uri` as given, or the URI of an embedded secantusd-py under `<work>/mongo` that runs for
+    the block's duration."""
+    if uri is not None:
+        yield uri
+        return
+    server = EmbeddedMongo(state_dir=work / "mongo", port=free_port(),
+                           storage_path=work / "mongo" / "db")
+    started = server.start(wait_seconds=bench_settings(work, "").mongo_start_timeout_s)
+    try:
+        yield started.uri
+    finally:
+        server.stop()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPUs, memory, platform and the load average now: the context every result needs."""
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_start": list(os.getloadavg())}
 
 
 def batch_dir(work: Path) -> Path:

@@ -5,6 +5,11 @@ Each `FeatureView` names its entity and key columns, the SQL that computes it (i
 `raw_interactions`, `item_genres` and the one-row `build_params`), its declared output columns
 with types and descriptions, an owner and the default build parameters.
 
+Builds run per user part (`features.parts`): a view of a user or a (user, item) pair is computed
+whole inside the part that holds the user; a view of an item reads `partials` instead of
+`raw_interactions` -- per-part aggregates (`features/sql/<partial>.sql`, over the part's
+`raw_interactions`) that its SQL merges, so every part's events count once.
+
 `FeatureView.version` is a hash of the definition: the SQL text, the entity and keys, the declared
 column names and types and the default parameters. Changing what a view computes therefore
 changes its version; editing a description or the owner does not (they document, they do not
@@ -32,6 +37,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+def _sql_text(name: str) -> str:
+    return files("features").joinpath("sql", f"{name}.sql").read_text()
+
+
+def partial_sql(name: str) -> str:
+    """The SQL text of a per-part partial aggregate (`FeatureView.partials`)."""
+    return _sql_text(name)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Column:
     """One declared output column of a view."""
@@ -54,6 +68,8 @@ class FeatureView:
         description: one line for `recsys features list`.
         passthrough: name of the relation whose attribute columns come first, or None.
         params: names of the `build_params` the SQL reads.
+        partials: relations of per-part aggregates the SQL reads (item views), each computed by
+            `features/sql/<partial>.sql` in every user part (`partial_sql`).
     """
 
     name: str
@@ -64,11 +80,17 @@ class FeatureView:
     description: str
     passthrough: str | None = None
     params: tuple[str, ...] = field(default_factory=tuple)
+    partials: tuple[str, ...] = field(default_factory=tuple)
 
     @cached_property
     def sql(self) -> str:
         """The view's SQL text."""
-        return files("features").joinpath("sql", f"{self.name}.sql").read_text()
+        return _sql_text(self.name)
+
+    @property
+    def per_user_part(self) -> bool:
+        """Whether every row is computed inside the user part holding its user."""
+        return self.entity in ("user", "user_item")
 
     @cached_property
     def version(self) -> str:
@@ -81,6 +103,8 @@ class FeatureView:
             "columns": [[c.name, c.dtype] for c in self.columns],
             "passthrough": self.passthrough,
             "params": {p: DEFAULT_PARAMS[p] for p in self.params},
+            **({"partials": {name: partial_sql(name) for name in self.partials}}
+               if self.partials else {}),
         }
         blob = json.dumps(definition, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -97,6 +121,7 @@ class FeatureView:
             "name": self.name, "entity": self.entity, "keys": list(self.keys),
             "version": self.version, "owner": self.owner, "description": self.description,
             "passthrough": self.passthrough, "params": list(self.params),
+            "partials": list(self.partials),
             "columns": [{"name": c.name, "type": c.dtype, "description": c.description}
                         for c in self.columns],
         }
@@ -166,6 +191,7 @@ ITEM_FEATURES = FeatureView(
     description="per-item popularity, rating statistics, genres and age",
     passthrough="raw_items",
     params=("recent_days",),
+    partials=("item_activity",),
     columns=(
         Column(name="n_interactions", dtype="INTEGER", description="events"),
         Column(name="n_users", dtype="INTEGER", description="distinct users (popularity)"),
@@ -185,6 +211,10 @@ ITEM_FEATURES = FeatureView(
 #: The registry: every view the store builds, in build order.
 REGISTRY: dict[str, FeatureView] = {v.name: v for v in (INTERACTIONS, USER_FEATURES,
                                                          ITEM_FEATURES)}
+
+
+#: Every partial aggregate a view reads, in registry order.
+PARTIALS: tuple[str, ...] = tuple(dict.fromkeys(p for v in REGISTRY.values() for p in v.partials))
 
 
 def get_view(name: str) -> FeatureView:

@@ -6,7 +6,8 @@ Layout (Hive-style, one directory per view and snapshot)::
     <features_root>/manifests/<snapshot_id>.json
 
 Every view of `features.registry.REGISTRY` is computed by its SQL over relations the builder
-registers:
+registers (`features.relations`), in two phases (`features.parts`: per user part, then one
+merge; a local build is one part):
 
 * `raw_interactions` -- the events, cut at the as-of time (`timestamp <= as_of`), each event
   once (see "Event identity" below);
@@ -34,14 +35,17 @@ Event identity (so overlapping batches do not count an event twice):
   event inside one batch are one event too (a deterministic choice among them when their
   values differ).
 - The as-of rules above decide which batches and rows are visible; the identity rule then
-  applies among them. Computed in DuckDB, one grouped aggregate per use of `raw_interactions`;
+  applies among them (within a user part, since an event has one user). Computed in DuckDB,
+  one grouped aggregate per use of `raw_interactions`;
   skipped when the raw store's markers prove every event distinct (batches whose event-time
   ranges do not meet, none repeating an event inside it: the usual daily batches).
 
 Snapshots are immutable: a view's file is written to a hidden temporary folder and renamed into
 place, the manifest is written last (atomically), and an existing snapshot id is never rebuilt.
-The same inputs give byte-identical data files (rows are ordered, parquet is written with
-insertion order preserved, float sums use Kahan summation and are stored as FLOAT).
+The same inputs give byte-identical data files, whatever the number of user parts (rows are
+ordered by the view's keys, float sums use Kahan summation and are stored as FLOAT, item rating
+sums merge as exact DECIMAL sums, user views reach the parquet writer from an ordered table:
+`features.parts.write_ordered`).
 """
 
 from __future__ import annotations
@@ -58,18 +62,21 @@ from typing import Any
 
 import duckdb
 
-from features.registry import DEFAULT_PARAMS, REGISTRY, FeatureView
-from ingest.raw_store import (
-    DATASETS,
-    batch_content_hash,
-    connect,
-    events_may_repeat,
-    list_batches,
-    store_files,
+from features.parts import (
+    build_folder,
+    build_user_part,
+    merge_view,
+    write_plan,
+    write_user_parts,
 )
+from features.registry import DEFAULT_PARAMS, REGISTRY, FeatureView
+from features.relations import lit, register_params, register_relations, resolve_as_of
+from features.sources import SourceSet, sources_from_raw_files, utc
+from ingest.raw_store import DATASETS, connect
 from recsys.errors import FeatureStoreError
 from recsys.hashing import file_sha256
 from recsys.ids import check_id
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback, report_progress
 
 log = logging.getLogger(__name__)
@@ -77,11 +84,9 @@ log = logging.getLogger(__name__)
 VIEWS = tuple(REGISTRY)
 RAW_TABLES = DATASETS
 MANIFEST_FORMAT = 2
-_BOOKKEEPING = ("_batch_id", "_effective_ts", "_seq")
 
-__all__ = ["VIEWS", "Manifest", "SourceSet", "ViewSnapshot", "build_snapshot", "build_views",
-           "list_manifests", "load_manifest", "manifest_path", "view_sql",
-           "sources_from_raw_files", "sources_from_store"]
+__all__ = ["VIEWS", "Manifest", "ViewSnapshot", "build_snapshot", "build_views",
+           "list_manifests", "load_manifest", "manifest_path", "view_sql"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,8 +110,8 @@ class Manifest:
 
     Attributes:
         snapshot_id: the snapshot's name.
-        created_at: build time (ISO-8601 UTC); with `build_seconds` the only fields that differ
-            between two builds of the same inputs.
+        created_at: build time (ISO-8601 UTC); with `build_seconds` and `partitions` the only
+            fields that differ between two builds of the same inputs.
         as_of: the time the snapshot describes (ISO UTC): the requested cut-off, else the
             latest event time.
         duckdb_version: DuckDB that computed it.
@@ -116,6 +121,7 @@ class Manifest:
         params: build parameter values used.
         batches: source batches (`batch_id`, `content_hash`, per-file `source_hashes`).
         build_seconds: wall time of the build.
+        partitions: user parts the build ran in (the data files do not depend on it).
     """
 
     snapshot_id: str
@@ -129,6 +135,7 @@ class Manifest:
     batches: list[dict[str, Any]] = field(default_factory=list)
     build_seconds: float = 0.0
     format_version: int = MANIFEST_FORMAT
+    partitions: int = 1
 
     def view_path(self, name: str) -> Path:
         return Path(self.views[name].path)
@@ -141,32 +148,6 @@ class Manifest:
         data = dict(data)
         views = {k: ViewSnapshot(**v) for k, v in data.pop("views", {}).items()}
         return cls(views=views, **data)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceSet:
-    """The input files of a build.
-
-    Attributes:
-        users, items, interactions: parquet files (sorted).
-        batches: the batches they belong to (id, content hash, per-file hashes).
-        batch_order: interaction file (as in `interactions`) -> ingestion order of its batch;
-            for an event carried by several batches the greatest order wins. Empty: one batch.
-        events_distinct: no event occurs twice among the rows (the raw store knows it from
-            its markers, `ingest.raw_store.events_may_repeat`); the build then skips grouping
-            the rows by event identity.
-        latest_wins: entity files carry the raw store's bookkeeping columns; dedupe by them.
-        description: per dataset, what goes into the manifest's `sources`.
-    """
-
-    users: list[Path]
-    items: list[Path]
-    interactions: list[Path]
-    batches: list[dict[str, Any]]
-    latest_wins: bool
-    description: dict[str, dict[str, Any]]
-    batch_order: dict[str, int] = field(default_factory=dict)
-    events_distinct: bool = False
 
 
 def view_sql(name: str) -> str:
@@ -195,151 +176,8 @@ def list_manifests(features_root: Path) -> list[Manifest]:
     return sorted(manifests, key=lambda m: (m.created_at, m.snapshot_id))
 
 
-def _lit(value: Path | str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _listing(paths: list[Path]) -> str:
-    return "[" + ", ".join(_lit(p) for p in paths) + "]"
-
-
 def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat() if ts is not None else None
-
-
-def _utc(ts: datetime) -> datetime:
-    """`ts` in UTC; a naive value is taken to be UTC already (as the CLI does)."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-# ------------------------------------------------------------------------------------- sources
-
-def sources_from_raw_files(raw_files: dict[str, Path]) -> SourceSet:
-    """Sources for one validated batch's normalized files (no raw store involved)."""
-    content_hash, per_file = batch_content_hash(raw_files)
-    return SourceSet(
-        users=[Path(raw_files["users"])], items=[Path(raw_files["items"])],
-        interactions=[Path(raw_files["interactions"])],
-        batches=[{"batch_id": content_hash[:16], "content_hash": content_hash,
-                  "source_hashes": per_file}],
-        latest_wins=False,
-        description={name: {"path": str(raw_files[name]), "sha256": per_file[name]}
-                     for name in DATASETS},
-    )
-
-
-def sources_from_store(raw_root: Path, as_of: datetime | None) -> SourceSet:
-    """Sources from the raw store: all committed batches, interaction partitions up to as-of.
-
-    Raises:
-        FeatureStoreError: the store holds no batch (or none visible at as-of).
-    """
-    batches = list_batches(raw_root)
-    if as_of is not None:
-        cut = _utc(as_of)
-        batches = [b for b in batches if datetime.fromisoformat(b.effective_ts) <= cut]
-    if not batches:
-        raise FeatureStoreError(f"raw store {raw_root} has no batch"
-                                + (f" visible at {_iso(as_of)}" if as_of else "")
-                                + " (ingest one with ingest.stage.ingest_batch)")
-    until = _utc(as_of).date() if as_of is not None else None
-    inter = store_files(raw_root, "interactions", batches=batches, until=until)
-    order = {str(path): batch.seq for batch in batches
-             for path in store_files(raw_root, "interactions", batches=[batch], until=until)}
-    files = {"users": store_files(raw_root, "users", batches=batches),
-             "items": store_files(raw_root, "items", batches=batches),
-             "interactions": inter}
-    return SourceSet(
-        users=files["users"], items=files["items"], interactions=inter,
-        batches=[{"batch_id": b.batch_id, "content_hash": b.content_hash, "seq": b.seq,
-                  "source_hashes": b.source_hashes} for b in batches],
-        latest_wins=True,
-        description={name: {"store": str(raw_root), "files": len(files[name])}
-                     for name in DATASETS},
-        batch_order=order,
-        events_distinct=not events_may_repeat(batches),
-    )
-
-
-# ------------------------------------------------------------------------------------ relations
-
-def _register_relations(con: duckdb.DuckDBPyConnection, sources: SourceSet,
-                        cutoff: datetime | None) -> None:
-    _register_interactions(con, sources, cutoff)
-    for table, key, paths in (("users", "user_id", sources.users),
-                              ("items", "item_id", sources.items)):
-        relation = f"read_parquet({_listing(paths)}, union_by_name = true)"
-        if sources.latest_wins:
-            visible = (f" WHERE _effective_ts <= {_lit(cutoff.isoformat())}::TIMESTAMPTZ"
-                       if cutoff else "")
-            relation = (f"(SELECT * EXCLUDE ({', '.join(_BOOKKEEPING)}) FROM {relation}{visible} "
-                        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} "
-                        "ORDER BY _effective_ts DESC, _seq DESC) = 1)")
-        columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
-        if key not in columns:
-            raise FeatureStoreError(f"{paths[0]}: column '{key}' missing (rule: entity key)")
-        extra = []
-        if table == "items":
-            if "genres" not in columns:
-                extra.append("CAST([] AS VARCHAR[]) AS genres")
-            if "release_year" not in columns:
-                extra.append("NULL::INTEGER AS release_year")
-        select = ", ".join(["*", *extra])
-        con.execute(f"CREATE VIEW raw_{table} AS SELECT {select} FROM {relation}")
-    con.execute("CREATE VIEW item_genres AS SELECT item_id, UNNEST(genres) AS genre "
-                "FROM raw_items WHERE genres IS NOT NULL")
-
-
-def _register_interactions(con: duckdb.DuckDBPyConnection, sources: SourceSet,
-                           cutoff: datetime | None) -> None:
-    """`interaction_rows` (every visible row, with its batch's ingestion order) and
-    `raw_interactions` (one row per event identity, the latest batch's values; module
-    docstring, "Event identity"). When the sources guarantee distinct events
-    (`SourceSet.events_distinct`) the grouping is skipped: the rows are the events."""
-    columns = ("user_id, item_id, CAST(\"timestamp\" AS TIMESTAMPTZ) AS \"timestamp\", "
-               "CAST(rating AS DOUBLE) AS rating, CAST(weight AS DOUBLE) AS weight, "
-               "CAST(event_type AS VARCHAR) AS event_type")
-    if not sources.interactions:
-        con.execute(
-            "CREATE VIEW interaction_rows AS SELECT NULL::VARCHAR AS user_id, "
-            "NULL::VARCHAR AS item_id, NULL::TIMESTAMPTZ AS \"timestamp\", NULL::DOUBLE AS "
-            "rating, NULL::DOUBLE AS weight, NULL::VARCHAR AS event_type, "
-            "0::BIGINT AS batch_order WHERE false")
-    else:
-        where = f" WHERE \"timestamp\" <= {_lit(cutoff.isoformat())}::TIMESTAMPTZ" if cutoff else ""
-        scan = (f"read_parquet({_listing(sources.interactions)}, union_by_name = true, "
-                "hive_partitioning = false")
-        if sources.batch_order and not sources.events_distinct:
-            con.execute("CREATE TABLE interaction_files (_file VARCHAR, batch_order BIGINT)")
-            con.executemany("INSERT INTO interaction_files VALUES (?, ?)",
-                            [(str(path), sources.batch_order[str(path)])
-                             for path in sources.interactions])
-            con.execute(f"CREATE VIEW interaction_rows AS SELECT {columns}, f.batch_order "
-                        f"FROM {scan}, filename = '_file') JOIN interaction_files AS f "
-                        f"USING (_file){where}")
-        else:
-            con.execute(f"CREATE VIEW interaction_rows AS SELECT {columns}, "
-                        f"0::BIGINT AS batch_order FROM {scan}){where}")
-    if sources.events_distinct:
-        con.execute("CREATE VIEW raw_interactions AS SELECT * EXCLUDE (batch_order) "
-                    "FROM interaction_rows")
-        return
-    # One grouped aggregate (cheaper than a window): the winner's values come from the
-    # greatest (batch order, rating, weight), so tied rows give the same values.
-    con.execute(
-        "CREATE VIEW raw_interactions AS SELECT user_id, item_id, \"timestamp\", "
-        "arg_max_null(rating, winner) AS rating, arg_max_null(weight, winner) AS weight, "
-        "event_type FROM (SELECT *, {'batch': batch_order, 'rating': rating, "
-        "'weight': weight} AS winner FROM interaction_rows) "
-        "GROUP BY user_id, item_id, \"timestamp\", event_type")
-
-
-def _resolve_as_of(con: duckdb.DuckDBPyConnection, cutoff: datetime | None) -> datetime:
-    if cutoff is not None:
-        return cutoff
-    row = con.execute("SELECT MAX(\"timestamp\") FROM interaction_rows").fetchone()
-    latest = row[0] if row else None
-    return latest.astimezone(UTC) if latest is not None else datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _check_declared(view: FeatureView, schema: list[dict[str, str]]) -> None:
@@ -356,8 +194,13 @@ def _check_declared(view: FeatureView, schema: list[dict[str, str]]) -> None:
 def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
                 as_of: datetime | None = None, params: dict[str, Any] | None = None,
                 threads: int | None = None, memory_limit: str | None = None,
-                progress: ProgressCallback | None = None) -> Manifest:
+                progress: ProgressCallback | None = None, partitions: int = 1,
+                mapper: Mapper = serial_map) -> Manifest:
     """Build every registered view from `sources` into a new immutable snapshot.
+
+    Two phases (`features.parts`): each of `partitions` user parts, run through `mapper`,
+    writes its users' views and item partials; then this process merges them into one file
+    per view. Any number of parts gives the same files, byte for byte.
 
     Args:
         sources: input files (`sources_from_raw_files` or `sources_from_store`).
@@ -365,9 +208,11 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
         snapshot_id: names the snapshot; an existing snapshot with this id is an error.
         as_of: cut-off (naive means UTC); only events at or before it are used.
         params: overrides of `features.registry.DEFAULT_PARAMS` (e.g. `half_life_days`).
-        threads, memory_limit: DuckDB resource limits (defaults: DuckDB's).
+        threads, memory_limit: DuckDB resource limits of every connection (default: DuckDB's).
         progress: told after each view is written (step ``build features``, views done,
             views registered).
+        partitions: user parts (1: the local build, no hashing).
+        mapper: runs the parts (`recsys.partitions.serial_map`: one after another, here).
 
     Returns:
         The snapshot's manifest (also written to `manifests/<snapshot_id>.json`).
@@ -384,56 +229,41 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
     if unknown:
         raise ValueError(f"unknown feature build parameter(s) {sorted(unknown)}; "
                          f"known: {sorted(DEFAULT_PARAMS)}")
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
     values = {**DEFAULT_PARAMS, **(params or {})}
-    cutoff = _utc(as_of) if as_of is not None else None
+    cutoff = utc(as_of) if as_of is not None else None
     started = time.perf_counter()
     created_at = datetime.now(UTC)
 
+    folder = build_folder(features_root, snapshot_id)
+    shutil.rmtree(folder, ignore_errors=True)  # left by a build that crashed
     con = connect(threads=threads, memory_limit=memory_limit)
     written: list[Path] = []
     try:
-        _register_relations(con, sources, cutoff)
-        effective = _resolve_as_of(con, cutoff)
-        con.execute(
-            "CREATE TABLE build_params AS SELECT "
-            f"{_lit(effective.isoformat())}::TIMESTAMPTZ AS as_of, "
-            f"CAST({float(values['half_life_days'])} AS DOUBLE) AS half_life_days, "
-            f"CAST({int(values['recent_days'])} AS INTEGER) AS recent_days, "
-            f"CAST({int(values['top_genres'])} AS INTEGER) AS top_genres")
+        register_relations(con, sources, cutoff)
+        effective = resolve_as_of(con, sources, cutoff)
+        register_params(con, effective, values)
+        plan = write_plan(folder, sources=sources, cutoff=cutoff, as_of=effective,
+                          params=values, partitions=partitions, threads=threads,
+                          memory_limit=memory_limit)
+        if partitions > 1:
+            write_user_parts(con, sources, folder, partitions)
+        mapper("build features", build_user_part,
+               [(str(plan), part) for part in range(partitions)])
         views: dict[str, ViewSnapshot] = {}
         for view in REGISTRY.values():
-            final_dir = features_root / view.name / f"snapshot={snapshot_id}"
-            if final_dir.exists():  # left by a build that crashed before its manifest
-                shutil.rmtree(final_dir)
-            tmp_dir = features_root / view.name / f".snapshot={snapshot_id}.tmp"
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            tmp_dir.mkdir(parents=True)
-            tmp_file = tmp_dir / "data.parquet"
-            con.execute(f"COPY ({view.sql}) TO {_lit(tmp_file)} "
-                        "(FORMAT parquet, COMPRESSION zstd)")
-            written_rel = f"read_parquet({_lit(tmp_file)}, hive_partitioning = false)"
-            meta = con.execute(f"SELECT COUNT(*) FROM {written_rel}").fetchone()
-            schema = [{"name": c[0], "type": c[1]} for c in con.execute(
-                f"DESCRIBE SELECT * FROM {written_rel}").fetchall()]
-            _check_declared(view, schema)
-            os.replace(tmp_dir, final_dir)
-            out_file = final_dir / "data.parquet"
-            written.append(final_dir)
-            out_file.chmod(0o444)
-            views[view.name] = ViewSnapshot(
-                name=view.name, path=str(out_file), rows=int(meta[0]) if meta else 0,
-                schema=schema, version=view.version, entity=view.entity, keys=list(view.keys),
-                sha256=file_sha256(out_file), bytes=out_file.stat().st_size,
-            )
-            log.info("feature view %s (v %s): %d rows -> %s", view.name, view.version,
-                     views[view.name].rows, out_file)
+            views[view.name] = _write_view(con, view, folder, partitions, features_root,
+                                           snapshot_id, written)
             report_progress(progress, "build features", len(views), len(REGISTRY))
     except BaseException:
-        for folder in written:  # no manifest, so no snapshot: leave nothing half-built
-            shutil.rmtree(folder, ignore_errors=True)
+        for done in written:  # no manifest, so no snapshot: leave nothing half-built
+            shutil.rmtree(done, ignore_errors=True)
         raise
     finally:
         con.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_if_empty(folder.parent)
 
     manifest = Manifest(
         snapshot_id=snapshot_id,
@@ -446,6 +276,7 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
         params={name: values[name] for name in sorted(values)},
         batches=sources.batches,
         build_seconds=round(time.perf_counter() - started, 3),
+        partitions=partitions,
     )
     target = manifest_path(features_root, snapshot_id)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -453,6 +284,38 @@ def build_views(sources: SourceSet, *, features_root: Path, snapshot_id: str,
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2, default=str))
     os.replace(tmp, target)  # the snapshot exists once its manifest does
     return manifest
+
+
+def _write_view(con: duckdb.DuckDBPyConnection, view: FeatureView, folder: Path,
+                partitions: int, features_root: Path, snapshot_id: str,
+                written: list[Path]) -> ViewSnapshot:
+    """Merge one view into a hidden folder, check it, rename it into place, describe it."""
+    final_dir = features_root / view.name / f"snapshot={snapshot_id}"
+    if final_dir.exists():  # left by a build that crashed before its manifest
+        shutil.rmtree(final_dir)
+    tmp_dir = features_root / view.name / f".snapshot={snapshot_id}.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    rows = merge_view(con, view, folder, partitions, tmp_dir / "data.parquet")
+    schema = [{"name": c[0], "type": c[1]} for c in con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet({lit(tmp_dir / 'data.parquet')}, "
+        "hive_partitioning = false)").fetchall()]
+    _check_declared(view, schema)
+    os.replace(tmp_dir, final_dir)
+    written.append(final_dir)
+    out_file = final_dir / "data.parquet"
+    out_file.chmod(0o444)
+    log.info("feature view %s (v %s): %d rows -> %s", view.name, view.version, rows, out_file)
+    return ViewSnapshot(name=view.name, path=str(out_file), rows=rows, schema=schema,
+                        version=view.version, entity=view.entity, keys=list(view.keys),
+                        sha256=file_sha256(out_file), bytes=out_file.stat().st_size)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another build's folder) or already gone
+        pass
 
 
 def build_snapshot(raw_files: dict[str, Path], *, features_root: Path, snapshot_id: str,

@@ -2,7 +2,7 @@
 
 * `build_features_as_of` -- a point-in-time snapshot over every batch of the raw store
   (`ingest.raw_store`; the pipeline, weekly retrain, backfills: events after `as_of` are never
-  read).
+  read), built per user partition through the caller's mapper.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from features.snapshot import Manifest, build_views, sources_from_store
+from features.snapshot import Manifest, build_views
+from features.sources import sources_from_store
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 
@@ -21,15 +23,21 @@ def build_params(settings: Settings) -> dict[str, Any]:
 
 
 def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: Settings,
-                         progress: ProgressCallback | None = None) -> Manifest:
+                         progress: ProgressCallback | None = None,
+                         mapper: Mapper = serial_map, partitions: int | None = None
+                         ) -> Manifest:
     """Build a snapshot from every batch in the raw store, using only events at or before as_of.
 
     Args:
         as_of: cut-off (naive means UTC); None uses every event (the snapshot's as-of is then the
             latest event time).
         snapshot_id: the snapshot's id (must not exist yet).
-        settings: `store_dir` to read, `features_dir` to write, build parameters.
+        settings: `store_dir` to read, `features_dir` to write, build parameters,
+            `partition_count` (the user parts, unless `partitions` is given).
         progress: told after each view is written (`build_views`).
+        mapper: runs the per-part work (`recsys.partitions.serial_map`: here, in turn).
+        partitions: user parts; None: `settings.partition_count`. The snapshot's contents do
+            not depend on it.
 
     Raises:
         FeatureStoreError: the store has no batch visible at `as_of`.
@@ -37,4 +45,5 @@ def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: 
     """
     sources = sources_from_store(settings.store_dir, as_of)
     return build_views(sources, features_root=settings.features_dir, snapshot_id=snapshot_id,
-                       as_of=as_of, params=build_params(settings), progress=progress)
+                       as_of=as_of, params=build_params(settings), progress=progress,
+                       partitions=partitions or settings.partition_count, mapper=mapper)

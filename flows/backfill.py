@@ -18,7 +18,8 @@ from prefect.states import Failed, State
 
 from flows.pipeline import features_as_of, train_score_gate_publish
 from flows.reporting import report_run_outcome, table_rows
-from recsys.errors import StageFailed
+from flows.runner import open_runner
+from recsys.errors import DaskClusterError, StageFailed
 from recsys.settings import load_settings
 
 
@@ -54,17 +55,22 @@ def backfill(start: date, end: date, every_days: int = 1, search: bool = False,
                 activate)
     rows: list[dict[str, Any]] = []
     try:
-        for index, cutoff in enumerate(cutoffs):
-            version = f"backfill-{cutoff:%Y%m%d}-{token}"
-            manifest_file = features_as_of(cutoff.isoformat(), version, settings)
-            result = train_score_gate_publish(
-                manifest_file, version, settings, search=search,
-                publish=activate and index == len(cutoffs) - 1, run_id=version)
-            als = result.metrics.get("als", {}) if isinstance(result.metrics, dict) else {}
-            rows.append({"as_of": cutoff.isoformat(), "version": result.version,
-                         "published": result.published,
-                         **{k: round(v, 4) for k, v in als.items() if isinstance(v, float)}})
-    except StageFailed as failure:
+        with open_runner(settings) as runner:  # one cluster for every day of the range
+            logger.info("backfill %s..%s: %s", start, end, runner.description)
+            for index, cutoff in enumerate(cutoffs):
+                version = f"backfill-{cutoff:%Y%m%d}-{token}"
+                manifest_file = features_as_of(cutoff.isoformat(), version, settings,
+                                               mapper=runner.mapper)
+                result = train_score_gate_publish(
+                    manifest_file, version, settings, search=search,
+                    publish=activate and index == len(cutoffs) - 1, run_id=version,
+                    mapper=runner.mapper, runner=runner.description)
+                als = result.metrics.get("als", {}) if isinstance(result.metrics, dict) else {}
+                rows.append({"as_of": cutoff.isoformat(), "version": result.version,
+                             "published": result.published,
+                             **{k: round(v, 4) for k, v in als.items()
+                                if isinstance(v, float)}})
+    except (StageFailed, DaskClusterError) as failure:
         done = f" after {len(rows)} of {len(cutoffs)} day(s)" if rows else ""
         return Failed(message=f"{failure}{done}")
     finally:

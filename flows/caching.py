@@ -26,7 +26,8 @@ from recsys.settings import Settings
 from training.registry import IDS_FILE, MODEL_FILE, model_metadata
 
 # Settings that change what a stage produces; a change to any of them invalidates the cache.
-TRAINING_SETTINGS = ("factors", "regularization", "alpha", "iterations", "seed", "eval_k",
+TRAINING_SETTINGS = ("factors", "regularization", "alpha", "iterations", "refit_iterations",
+                     "seed", "eval_k",
                      "holdout_fraction", "holdout_split", "weighting", "search",
                      "search_space_file", "search_objective", "search_max_trials",
                      "eval_max_users", "als_device")

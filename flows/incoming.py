@@ -5,7 +5,8 @@ name, with its run id, outcome and message). Folders are processed oldest name f
 `batch-pipeline` subflow; a failed batch is recorded too (it is quarantined by validation), so it
 is not retried on every schedule -- drop a corrected copy under a new name instead. Folder names
 starting with '.' or '_' are ignored, which lets producers write under a temporary name and
-rename when complete.
+rename when complete. Each batch's run opens its own task runner (`flows/runner.py`): with
+RECSYS_TASK_RUNNER=dask it connects to the cluster, or starts and closes a LocalCluster, itself.
 """
 
 from __future__ import annotations

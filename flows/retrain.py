@@ -12,7 +12,8 @@ from prefect.states import Failed, State
 
 from flows.pipeline import PipelineResult, features_as_of, train_score_gate_publish
 from flows.reporting import as_of_label, report_run_outcome
-from recsys.errors import StageFailed
+from flows.runner import open_runner
+from recsys.errors import DaskClusterError, StageFailed
 from recsys.ids import new_run_id
 from recsys.settings import load_settings
 
@@ -41,8 +42,11 @@ def weekly_retrain(search: bool = True, publish: bool = True,
     get_run_logger().info("retrain %s: as of %s, search=%s, publish=%s", run_id,
                           as_of or "now", search, publish)
     try:
-        manifest_file = features_as_of(as_of, run_id, settings)
-        return train_score_gate_publish(manifest_file, run_id, settings, search=search,
-                                        publish=publish, run_id=run_id)
-    except StageFailed as failure:
+        with open_runner(settings) as runner:  # an unreachable cluster fails here, first
+            get_run_logger().info("retrain %s: %s", run_id, runner.description)
+            manifest_file = features_as_of(as_of, run_id, settings, mapper=runner.mapper)
+            return train_score_gate_publish(manifest_file, run_id, settings, search=search,
+                                            publish=publish, run_id=run_id,
+                                            mapper=runner.mapper, runner=runner.description)
+    except (StageFailed, DaskClusterError) as failure:
         return Failed(message=str(failure))

@@ -6,6 +6,9 @@ Each task calls one plain, typed function of `ingest/`, `features/`, `training/`
 - every task has a UI name, a run name and a timeout, so a hung run ends;
 - only MongoDB work is retried, with back-off, and only on network-level errors
   (`MONGO_RETRIES`); bad data or a logic error fails at once;
+- the partitioned stages (validation, features, scoring, publish) take the flow's `mapper`
+  (`flows/runner.py`), which runs their parts in the flow's process or on a Dask cluster;
+  a part whose Dask worker dies is rerun by the scheduler;
 - features, training and scoring are cached on content hashes of their inputs, with results
   persisted under `<data_dir>/prefect/results/` (`flows/caching.py`);
 - the project's own errors end a task in a Failed state whose message is the error's one line
@@ -51,6 +54,7 @@ from ingest.report import ValidationReport
 from ingest.sanitize import md_text
 from ingest.stage import ingest_batch
 from recsys.errors import RecsysError, StageFailed
+from recsys.partitions import Mapper, serial_map
 from recsys.settings import Settings
 from serving.api.data_docs import data_docs_url, docs_dir
 from serving.backup import backup_database, default_backup_root
@@ -198,9 +202,11 @@ def publish_run_name(parameters: dict[str, Any]) -> str:
 @task(name="validate-and-store", task_run_name="validate and store {input_dir}",
       timeout_seconds=VALIDATE_TIMEOUT_S)
 @expected_errors_fail
-def validate_batch(input_dir: Path, run_id: str, settings: Settings) -> StoredBatch:
+def validate_batch(input_dir: Path, run_id: str, settings: Settings,
+                   mapper: Mapper = serial_map) -> StoredBatch:
     """Read and validate the batch (quarantined on failure); write it once into the raw store
-    (idempotent per batch). Returns the batch as stored."""
+    (idempotent per batch). Returns the batch as stored. `mapper` runs the chunks of a
+    streamed table."""
 
     def publish_report(report: ValidationReport) -> None:  # on success and before a rejection
         # to_markdown() shortens and escapes the batch's values; the folder name is escaped too.
@@ -214,7 +220,8 @@ def validate_batch(input_dir: Path, run_id: str, settings: Settings) -> StoredBa
 
     with progress_bars() as progress:
         stored = ingest_batch(input_dir, run_id=run_id, settings=settings,
-                              on_report=publish_report, progress=progress).stored
+                              on_report=publish_report, progress=progress,
+                              mapper=mapper).stored
     get_run_logger().info("raw store after %s: batch %s", run_id, stored.batch_id)
     return stored
 
@@ -222,16 +229,18 @@ def validate_batch(input_dir: Path, run_id: str, settings: Settings) -> StoredBa
 @task(name="build-features", task_run_name=features_run_name,
       timeout_seconds=FEATURES_TIMEOUT_S, cache_key_fn=features_cache_key, persist_result=True)
 @expected_errors_fail
-def build_features(as_of: str | None, snapshot_id: str, settings: Settings) -> Path:
+def build_features(as_of: str | None, snapshot_id: str, settings: Settings,
+                   mapper: Mapper = serial_map) -> Path:
     """Feature snapshot from the raw store, using only events at or before `as_of` (None: all).
 
-    Cached on the stored batches, the feature definitions and the as-of time: an unchanged
-    store is not rebuilt.
+    Cached on the stored batches, the feature definitions and the as-of time (not on the
+    runner: the snapshot is the same wherever its parts ran): an unchanged store is not
+    rebuilt. `mapper` runs the per-user-partition parts.
     """
     with progress_bars() as progress:
         manifest = build_features_as_of(datetime.fromisoformat(as_of) if as_of else None,
                                         snapshot_id=snapshot_id, settings=settings,
-                                        progress=progress)
+                                        progress=progress, mapper=mapper)
     get_run_logger().info("feature snapshot %s (%s): %s", snapshot_id, as_of_label(as_of),
                           ", ".join(f"{name} {view.rows} rows"
                                     for name, view in manifest.views.items()))
@@ -265,11 +274,13 @@ def train_model(manifest_file: Path, version: str, settings: Settings,
 @task(name="score-model", task_run_name=score_run_name, timeout_seconds=SCORE_TIMEOUT_S,
       cache_key_fn=score_cache_key, persist_result=True)
 @expected_errors_fail
-def score_model(model_dir: Path, manifest_file: Path, settings: Settings) -> Path:
-    """Top-N per user, similar items per item and the popular list, saved with the model."""
+def score_model(model_dir: Path, manifest_file: Path, settings: Settings,
+                mapper: Mapper = serial_map) -> Path:
+    """Top-N per user, similar items per item and the popular list, saved with the model;
+    `mapper` runs the per-user-partition parts and the items part."""
     with progress_bars() as progress:
         return score_run_model(model_dir, read_manifest(manifest_file), settings=settings,
-                               progress=progress)
+                               progress=progress, mapper=mapper)
 
 
 @task(name="gate-model", task_run_name=gate_run_name, timeout_seconds=SCORE_TIMEOUT_S,
@@ -296,16 +307,19 @@ def gate_model(model_dir: Path, manifest_file: Path, settings: Settings) -> dict
 @task(name="publish-version", task_run_name=publish_run_name,
       timeout_seconds=PUBLISH_TIMEOUT_S, **MONGO_RETRIES)
 @expected_errors_fail
-def publish_version(model_dir: Path, settings: Settings, champion: str | None) -> dict[str, Any]:
+def publish_version(model_dir: Path, settings: Settings, champion: str | None,
+                    mapper: Mapper = serial_map) -> dict[str, Any]:
     """Serve the new version through `serving.publish.publish_model`: under the publish lock,
     write and verify it, materialize its feature snapshot online, switch the model and the
     online features together, prune old ones. A version that is already active (an unchanged
     input, served from the cache) is not written again (`skipped`); when the active version is
-    no longer the `champion` the gate compared against, nothing is switched (`superseded`)."""
+    no longer the `champion` the gate compared against, nothing is switched (`superseded`).
+    `mapper` runs the per-user-partition writers."""
     version = Path(model_dir).name
     with progress_bars() as progress:
         summary = publish_model(settings, version, holder=f"pipeline publish {version}",
-                                expected_active=champion, progress=progress).to_dict()
+                                expected_active=champion, progress=progress,
+                                mapper=mapper).to_dict()
     create_markdown_artifact(key="publish-summary", markdown=markdown_table(summary),
                              description=f"Published model version {version}")
     return summary

@@ -1,42 +1,52 @@
 """Validate a table too large to hold whole, chunk by chunk, into the report a whole run gives.
 
-A table in `Batch.chunked` (interactions above ``Settings.validate_chunk_rows``) is run through
-one GE checkpoint per chunk; `chunk_plan` says how each expectation of its suite is met. The
-per-chunk results are merged (`ingest.merged_results`) and read by
+A table in `Batch.chunked` (interactions above ``Settings.validate_chunk_rows``) is split into
+chunk files, each validated by one part (`ingest.validation_part.validate_part`) run through a
+`recsys.partitions.Mapper`: one after another here (`serial_map`), or in parallel on Dask
+workers or a process pool. `chunk_plan` says how each expectation of the suite is met. The
+parts' results are merged (`ingest.merged_results`) and read by
 `ingest.ge_results.collect_results` as a whole-table run's would be; row count and duplicate
-keys are evaluated over the whole file. Each chunk's rows are handed on as they are validated
-(`ChunkCallback`), so a caller can write the batch without holding it.
+keys are evaluated over the whole file. Each chunk's kept and dropped rows, written by its part,
+are handed on in file order (`ChunkCallback`), so a caller can write the batch without holding
+it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ingest.drop_policy import rule_rank, set_aside
-from ingest.ge_context import get_or_create_checkpoint
-from ingest.ge_results import SCHEMA_EXPECTATION, collect_results, exception_messages, row_dict
-from ingest.helper_columns import prepare_frame
+from ingest.drop_policy import rule_rank
+from ingest.ge_results import SCHEMA_EXPECTATION, collect_results
 from ingest.merged_results import (
     COMPOUND_UNIQUE,
+    DuplicateFinder,
     MergedResult,
-    find_duplicates,
     row_count_result,
 )
 from ingest.reader import TableChunks
 from ingest.report import json_safe
+from ingest.validation_part import validate_part
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback, report_progress
 
 logger = logging.getLogger(__name__)
 
-ChunkCallback = Callable[[str, pd.DataFrame, pd.DataFrame], None]
-"""``on_chunk(dataset, kept, dropped)``: one chunk's raw rows to keep, and those to drop with
-``_failed_rules`` (``;``-separated), as `split_invalid_rows` splits a whole table; ``dropped``
-is empty unless the dataset's policy is ``drop``."""
+ChunkCallback = Callable[[str, Path | None, Path | None], None]
+"""``on_chunk(dataset, kept, dropped)``: one chunk's files, in file order: its rows to keep,
+normalized (parquet; None when it keeps none), and those to drop with ``_failed_rules``
+(``;``-separated), as read and as `split_invalid_rows` splits a whole table (CSV without header
+for a CSV input, else parquet; None unless the dataset's policy is ``drop`` and rows failed)."""
 
 _ROW_COUNT = "expect_table_row_count_to_be_between"
 # Expectations on the table's columns: every chunk has the same, the first chunk's result stands.
@@ -91,28 +101,30 @@ def chunk_plan(suite: Any) -> dict[str, str]:
     return plan
 
 
-def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite: Any,
-                     chunks: TableChunks, head: pd.DataFrame, *,
-                     known: dict[str, Collection[str]], latest: pd.Timestamp,
-                     parameters: dict[str, Any], result_format: dict[str, Any], file: str,
-                     on_chunk: ChunkCallback | None,
+def validate_chunked(context: Any, dataset: str, suite: Any, chunks: TableChunks,
+                     head: pd.DataFrame, *, known: dict[str, Collection[str]],
+                     latest: pd.Timestamp, parameters: dict[str, Any],
+                     result_format: dict[str, Any], file: str, on_chunk: ChunkCallback | None,
+                     scratch: Path, mapper: Mapper = serial_map,
                      progress: ProgressCallback | None = None) -> ChunkedOutcome:
     """Validate a table chunk by chunk, with results identical in shape to a whole-frame run.
 
-    1. Duplicate keys: a first pass over the key columns only hashes every row's key
-       (`ingest.duplicates`), so each chunk knows which of its rows repeat a key anywhere in
-       the file.
-    2. Each chunk gets the helper columns and runs the suite's ``shape`` and ``rows``
-       expectations (`chunk_plan`) through one GE checkpoint; counts are summed, samples and
-       their rows kept from the first chunks (index labels are the file's row numbers), and
-       the chunk's rows go to `on_chunk`, split under ``drop`` as `split_invalid_rows` would.
-    3. The merged results, with row count and duplicates over the whole file and success
-       decided on the totals (``mostly`` applies to the file), are built as GE results, read
-       by `collect_results` like a whole-frame run's and stored for Data Docs in place of the
-       per-chunk results (which are removed as each chunk finishes).
+    1. One pass over the file writes each chunk to `scratch` (a pickle: dtypes and row
+       numbers exactly as read) and hashes its key columns (`DuplicateFinder`), so every
+       chunk can know which of its rows repeat a key anywhere in the file.
+    2. The chunks are validated through `mapper`, one part each
+       (`ingest.validation_part.validate_part`: the suite's ``shape`` and ``rows``
+       expectations, `chunk_plan`), possibly in parallel in other processes; each part
+       writes its kept and dropped rows beside its chunk.
+    3. The parts' results are merged in file order: counts summed, samples and their rows
+       kept from the first chunks (index labels are the file's row numbers), row count and
+       duplicates over the whole file, success decided on the totals (``mostly`` applies to
+       the file). They are built as GE results, read by `collect_results` like a whole-frame
+       run's and stored in `context` for Data Docs. Each chunk's files go to `on_chunk`.
 
-    `progress` is called once per chunk (step ``validate <dataset>``, rows validated so far,
-    `chunks.rows`), and once more with the real count when that differs from `chunks.rows`.
+    `progress` is called once per merged chunk (step ``validate <dataset>``, rows validated
+    so far, `chunks.rows`), and once more with the real count when that differs from
+    `chunks.rows`.
     """
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResult,
@@ -120,73 +132,76 @@ def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite
 
     plan = chunk_plan(suite)
     per_chunk = [e for e in suite.expectations if plan[e.id] != "whole"]
-    chunk_suite = context.suites.add(gx.ExpectationSuite(
-        name=f"{suite.name}{_CHUNK_SUITE_SUFFIX}", meta=suite.meta,
-        expectations=[{k: v for k, v in e.configuration.to_json_dict().items() if k != "id"}
-                      for e in per_chunk]))
-    main_of = {c.id: m for c, m in zip(chunk_suite.expectations, per_chunk, strict=True)}
-    checkpoint = get_or_create_checkpoint(gx, context, datasource, dataset, chunk_suite,
-                                          result_format)
-    complete = result_format["result_format"] == "COMPLETE"
-    duplicates = find_duplicates(suite, chunks, head, parameters)
-    merged = {e.id: MergedResult(e) for e in per_chunk}
-    rank = rule_rank(suite)
-    sample_rows: dict[Any, dict[str, Any]] = {}
-    rows = invalid_rows = 0
-    first_run: tuple[Any, Any, Any] | None = None  # first chunk's result key, meta, batch id
+    suite_json = json.dumps({
+        "name": f"{suite.name}{_CHUNK_SUITE_SUFFIX}", "meta": suite.meta,
+        "expectations": [{k: v for k, v in e.configuration.to_json_dict().items() if k != "id"}
+                         for e in per_chunk]})
+    scratch.mkdir(parents=True, exist_ok=True)
+    finder = DuplicateFinder(suite, head, parameters, capacity=chunks.rows or 0,
+                             numeric_text=chunks.path.suffix != ".parquet")
+    chunk_files: list[Path] = []
+    starts: list[int] = []
+    rows = 0
     for raw in _chunks_or_head(chunks, head):
-        frame = prepare_frame(dataset, raw, known, suite=suite, latest=latest)
-        input_columns = list(raw.columns)
-        outcome = checkpoint.run(batch_parameters={"dataframe": frame},
-                                 expectation_parameters=parameters)
-        ((key, result),) = outcome.run_results.items()
-        context.validation_results_store.remove_key(key)  # the merged result replaces it
-        if first_run is None:
-            first_run = (key, result.meta, result.batch_id)
-        by_rule: dict[str, pd.Index] = {}
-        sampled: list[Any] = []
-        for r in result.results:
-            main = main_of[r.expectation_config.id]
-            sampled += merged[main.id].add(r)
-            res = r.result or {}
-            if (complete and res.get("unexpected_index_list")
-                    and not exception_messages(r.exception_info or {})
-                    and r.expectation_config.kwargs.get("mostly") in (None, 1, 1.0)):
-                _add_rule(by_rule, main, pd.Index(res["unexpected_index_list"]))
-        for found in duplicates.values():
-            hit = found.add(frame, rows)
-            sampled += found.sampled_now
-            if complete and found.row_level and hit.any():
-                _add_rule(by_rule, found.expectation, frame.index[hit])
-        for label in sampled:
-            sample_rows.setdefault(label, row_dict(frame, label, input_columns))
-        invalid = pd.Index([])
-        for index in by_rule.values():
-            invalid = invalid.union(index)
-        invalid_rows += len(invalid)
-        if on_chunk is not None and len(raw):
-            if len(invalid):
-                ordered = dict(sorted(by_rule.items(),
-                                      key=lambda item: rank.get(item[0], len(rank))))
-                kept, dropped = set_aside(raw, invalid, ordered)
-            else:
-                kept, dropped = raw, raw.iloc[:0]
-            on_chunk(dataset, kept, dropped)
+        finder.add(raw)
+        chunk_files.append(scratch / f"{dataset}-{len(chunk_files):05d}.pkl")
+        raw.to_pickle(chunk_files[-1])
+        starts.append(rows)
         rows += len(raw)
-        report_progress(progress, f"validate {dataset}", rows, chunks.rows)
+    duplicates = finder.finish()
+    rank = rule_rank(suite)
+    duplicate_specs = []
+    for expectation_id, found in duplicates.items():
+        if found.duplicated is None:
+            continue
+        mask = scratch / f"{dataset}-duplicates-{len(duplicate_specs)}.npy"
+        np.save(mask, found.duplicated)
+        duplicate_specs.append({"rule": _rule(found.expectation), "columns": found.columns,
+                                "mask": str(mask), "row_level": found.row_level,
+                                "id": expectation_id})
+    known_dir = scratch / f"{dataset}-known"
+    known_dir.mkdir(exist_ok=True)
+    for column, ids in known.items():
+        pq.write_table(pa.table({"id": pa.array(list(ids), pa.string())}),
+                       known_dir / f"{column}.parquet")
+    shared = (dataset, suite_json, json.dumps(json_safe(parameters)),
+              json.dumps(result_format), latest.isoformat(), str(known_dir),
+              json.dumps([{k: v for k, v in d.items() if k != "id"} for d in duplicate_specs]),
+              json.dumps(rank))
+    csv = chunks.path.suffix != ".parquet"
+    outcomes = mapper(f"validate {dataset}", validate_part,
+                      [(str(path), *shared, start, csv)
+                       for path, start in zip(chunk_files, starts, strict=True)])
 
-    assert first_run is not None  # _chunks_or_head yields at least once
-    if rows != chunks.rows:  # a CSV count is an upper bound: end the step at the real count
-        report_progress(progress, f"validate {dataset}", rows, rows)
-    key, meta, batch_id = first_run
+    merged = {e.id: MergedResult(e) for e in per_chunk}
+    sample_rows: dict[Any, dict[str, Any]] = {}
+    done = invalid_rows = 0
+    for outcome in outcomes:
+        found_rows = dict((label, row) for label, row in outcome["rows_by_label"])
+        sampled: list[Any] = []
+        for expectation, r in zip(per_chunk, outcome["results"], strict=True):
+            sampled += merged[expectation.id].add(_result(r))
+        for spec, found in zip(duplicate_specs, outcome["duplicates"], strict=True):
+            sampled += duplicates[spec["id"]].take_sample(found["values"], found["labels"])
+        for label in sampled:
+            sample_rows.setdefault(label, found_rows.get(label) or {"_row": json_safe(label)})
+        invalid_rows += outcome["invalid_rows"]
+        if on_chunk is not None and outcome["rows"]:
+            on_chunk(dataset, _path(outcome["kept"]), _path(outcome["dropped"]))
+        done += outcome["rows"]
+        report_progress(progress, f"validate {dataset}", done, chunks.rows)
+    if done != chunks.rows:  # a CSV count is an upper bound: end the step at the real count
+        report_progress(progress, f"validate {dataset}", done, done)
+
+    run = outcomes[0]["run"]
     results = []
     for expectation in suite.expectations:
         if expectation.id in merged:
             results.append(merged[expectation.id].result())
         elif expectation.id in duplicates:
-            results.append(duplicates[expectation.id].result(rows, parameters, batch_id))
+            results.append(duplicates[expectation.id].result(done, parameters, run["batch_id"]))
         else:
-            results.append(row_count_result(expectation, rows, parameters, batch_id))
+            results.append(row_count_result(expectation, done, parameters, run["batch_id"]))
     successful = sum(1 for r in results if r.success)
     suite_result = ExpectationSuiteValidationResult(
         success=successful == len(results), results=results, suite_name=suite.name,
@@ -194,15 +209,35 @@ def validate_chunked(gx: Any, context: Any, datasource: Any, dataset: str, suite
                     "successful_expectations": successful,
                     "unsuccessful_expectations": len(results) - successful,
                     "success_percent": 100.0 * successful / len(results) if results else None},
-        meta=meta, batch_id=batch_id)
-    _store_merged_result(context, suite, suite_result, key)
-    context.suites.delete(chunk_suite.name)
+        meta=run["meta"], batch_id=run["batch_id"])
+    _store_merged_result(context, suite, suite_result, run)
     entries = collect_results(
         suite_result, suite, dataset, file,
         lambda label: sample_rows.get(label) or {"_row": json_safe(label)},
-        list(head.columns), rows_named=complete)
-    logger.info("validated %s in chunks of %d rows: %d rows", dataset, chunks.chunk_rows, rows)
-    return ChunkedOutcome(entries=entries, rows=rows, invalid_rows=invalid_rows)
+        list(head.columns), rows_named=_complete_format(result_format))
+    logger.info("validated %s in %d chunks of %d rows: %d rows", dataset, len(chunk_files),
+                chunks.chunk_rows, done)
+    return ChunkedOutcome(entries=entries, rows=done, invalid_rows=invalid_rows)
+
+
+def _complete_format(result_format: dict[str, Any]) -> bool:
+    """Whether `result_format` lists every offending row (what the ``drop`` policy needs)."""
+    return result_format["result_format"] == "COMPLETE"
+
+
+def _result(part: dict[str, Any]) -> Any:
+    """A part's result of one expectation, shaped as `MergedResult.add` reads a GE result."""
+    config = SimpleNamespace(type=part["type"], kwargs=part["kwargs"])
+    return SimpleNamespace(expectation_config=config, success=part["success"],
+                           result=part["result"], exception_info=part["exception_info"])
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _rule(expectation: Any) -> str:
+    return (expectation.meta or {}).get("rule") or expectation.expectation_type
 
 
 def _chunks_or_head(chunks: TableChunks, head: pd.DataFrame) -> Iterator[pd.DataFrame]:
@@ -215,13 +250,10 @@ def _chunks_or_head(chunks: TableChunks, head: pd.DataFrame) -> Iterator[pd.Data
         yield head
 
 
-def _add_rule(by_rule: dict[str, pd.Index], expectation: Any, index: pd.Index) -> None:
-    rule = (expectation.meta or {}).get("rule") or expectation.expectation_type
-    by_rule[rule] = by_rule[rule].union(index) if rule in by_rule else index
-
-
-def _store_merged_result(context: Any, suite: Any, suite_result: Any, chunk_key: Any) -> None:
+def _store_merged_result(context: Any, suite: Any, suite_result: Any,
+                         run: dict[str, Any]) -> None:
     """Keep the merged result where Data Docs look for it, under the main suite's name."""
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
@@ -229,8 +261,8 @@ def _store_merged_result(context: Any, suite: Any, suite_result: Any, chunk_key:
 
     suite_id = ExpectationSuiteIdentifier(name=suite.name)
     key = ValidationResultIdentifier(expectation_suite_identifier=suite_id,
-                                     run_id=chunk_key.run_id,
-                                     batch_identifier=chunk_key.batch_identifier)
+                                     run_id=RunIdentifier(**run["run_id"]),
+                                     batch_identifier=run["batch_identifier"])
     try:
         context.validation_results_store.store_validation_results(
             suite_validation_result=suite_result, suite_validation_result_identifier=key,

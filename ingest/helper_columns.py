@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.ge_results import HELPER_PREFIX, SCHEMA_EXPECTATION
 from ingest.normalize import TIMESTAMP_MAX, TIMESTAMP_MIN, parse_timestamps
@@ -63,18 +66,17 @@ def prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, Collection
         return frame
     for column, ids in known.items():
         raw = frame[column] if column in frame.columns else empty
-        as_text = raw.astype("object").where(raw.isna(), raw.astype("str"))
-        unknown = raw.notna() & ~_is_known(as_text, ids)
-        frame[f"_{column}_unknown"] = raw.astype("object").where(unknown, None)
+        unknown = raw.notna() & ~_is_known(raw, ids)
+        frame[f"_{column}_unknown"] = _only_where(raw, unknown)
     if "timestamp" in frame.columns:
         raw = frame["timestamp"]
         parsed = parse_timestamps(raw)
         bad = parsed.isna() & raw.notna()
-        frame["_timestamp_unparseable"] = raw.astype("object").where(bad, None)
+        frame["_timestamp_unparseable"] = _only_where(raw, bad)
         out = parsed.notna() & ((parsed < TIMESTAMP_MIN) | (parsed >= TIMESTAMP_MAX))
-        frame["_timestamp_out_of_range"] = raw.astype("object").where(out, None)
+        frame["_timestamp_out_of_range"] = _only_where(raw, out)
         future = parsed.notna() & ~out & (parsed > latest) if latest is not None else out & False
-        frame["_timestamp_in_future"] = raw.astype("object").where(future, None)
+        frame["_timestamp_in_future"] = _only_where(raw, future)
     else:
         for helper in ("_timestamp_unparseable", "_timestamp_out_of_range",
                        "_timestamp_in_future"):
@@ -84,10 +86,34 @@ def prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, Collection
     return frame
 
 
+def _only_where(raw: pd.Series, mask: pd.Series) -> pd.Series:
+    """``raw.astype(object).where(mask, None)``, converting only the rows of `mask` (few: the
+    offending ones) instead of the whole column to Python objects."""
+    out = pd.Series(np.full(len(raw), None, dtype=object), index=raw.index)
+    hit = np.asarray(mask, dtype=bool)
+    if hit.any():
+        out.iloc[hit] = raw.iloc[hit].astype("object").to_numpy()
+    return out
+
+
 def _is_known(values: pd.Series, ids: Collection[str]) -> pd.Series:
+    """Whether each value, as text, is one of `ids` (nulls: False)."""
+    dtype = values.dtype
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        # Arrow-backed text: one hash lookup in C++, no Python objects.
+        array = pa.chunked_array(pa.array(values.array, from_pandas=True))
+        found = pc.is_in(array, value_set=_id_array(ids)).to_numpy(zero_copy_only=False)
+        return pd.Series(found, index=values.index)
+    as_text = values.astype("object").where(values.isna(), values.astype("str"))
     if isinstance(ids, pd.Index):  # its hash table is built once, not once per chunk
-        return pd.Series(ids.get_indexer(values) >= 0, index=values.index)
-    return values.isin(ids)
+        return pd.Series(ids.get_indexer(as_text) >= 0, index=values.index)
+    return as_text.isin(ids)
+
+
+def _id_array(ids: Collection[str]) -> pa.Array:
+    if isinstance(ids, pd.Index):
+        return pa.array(ids.astype("str"), type=pa.string(), from_pandas=True)
+    return pa.array(list(ids), type=pa.string())
 
 
 def _numeric_helpers(frame: pd.DataFrame, column: str, empty: pd.Series) -> None:
@@ -98,8 +124,7 @@ def _numeric_helpers(frame: pd.DataFrame, column: str, empty: pd.Series) -> None
         else:
             value = pd.to_numeric(raw, errors="coerce").astype("float64")
         frame[f"_{column}_value"] = value
-        frame[f"_{column}_unparseable"] = raw.astype("object").where(
-            value.isna() & raw.notna(), None)
+        frame[f"_{column}_unparseable"] = _only_where(raw, value.isna() & raw.notna())
     else:
         frame[f"_{column}_value"] = pd.Series(float("nan"), index=frame.index)
         frame[f"_{column}_unparseable"] = empty

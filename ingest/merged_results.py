@@ -3,7 +3,7 @@
 `MergedResult` folds one row-wise expectation's per-chunk results (counts summed, samples from
 the first chunks, success decided on the totals, so ``mostly`` applies to the file).
 `DuplicateKeys` and `row_count_result` evaluate the two expectations that need the whole file
-(compound-key uniqueness, from one hashing pass in `find_duplicates`; the row count) without
+(compound-key uniqueness, hashed as the chunks pass by `DuplicateFinder`; the row count) without
 holding it. All of them build GE result objects, read like a whole-table run's.
 """
 
@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ingest.duplicates import KeyHashes
 from ingest.ge_results import SAMPLE_SIZE, exception_messages
-from ingest.reader import TableChunks, count_rows
 
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
 
@@ -143,7 +141,7 @@ class MergedResult:
 
 class DuplicateKeys:
     """``expect_compound_columns_to_be_unique`` over a whole chunked file: which rows repeat
-    a key comes from a first pass (`find_duplicates`); samples come as the chunks pass."""
+    a key comes from `DuplicateFinder`; samples come as the chunks' results are merged."""
 
     def __init__(self, expectation: Any, columns: list[str], *, duplicated: Any = None,
                  ignored: int = 0, error: str | None = None, mostly: Any = None) -> None:
@@ -155,21 +153,16 @@ class DuplicateKeys:
         self.row_level = error is None and mostly in (None, 1, 1.0)
         self.values: list[Any] = []
         self.indexes: list[Any] = []
-        self.sampled_now: list[Any] = []
 
-    def add(self, frame: pd.DataFrame, start: int) -> Any:
-        """The chunk's rows (a boolean mask) that repeat a key; samples the first of them."""
-        self.sampled_now = []
-        if self.duplicated is None:
-            return np.zeros(len(frame), dtype=bool)
-        hit = self.duplicated[start:start + len(frame)]
+    def take_sample(self, values: list[Any], labels: list[Any]) -> list[Any]:
+        """Fold in one chunk's sample of rows repeating a key (in file order); return the row
+        labels it adds to the sample."""
         room = SAMPLE_SIZE - len(self.indexes)
-        if room > 0 and hit.any():
-            positions = np.flatnonzero(hit)[:room]
-            self.values += frame.iloc[positions][self.columns].to_dict("records")
-            self.sampled_now = list(frame.index[positions])
-            self.indexes += self.sampled_now
-        return hit
+        if room <= 0 or self.duplicated is None:
+            return []
+        self.values += values[:room]
+        self.indexes += labels[:room]
+        return labels[:room]
 
     def result(self, rows: int, parameters: dict[str, Any], batch_id: str | None) -> Any:
         """The expectation's result over the file's `rows` rows, as a GE result."""
@@ -193,39 +186,48 @@ class DuplicateKeys:
                             "exception_message": None})
 
 
-def find_duplicates(suite: Any, chunks: TableChunks, head: pd.DataFrame,
-                    parameters: dict[str, Any]) -> dict[str, DuplicateKeys]:
-    """One pass over the key columns of every compound-uniqueness expectation of `suite`."""
-    found: dict[str, DuplicateKeys] = {}
-    hashers: dict[str, KeyHashes] = {}
-    mostly: dict[str, Any] = {}
-    for expectation in suite.expectations:
-        if expectation.expectation_type != COMPOUND_UNIQUE:
-            continue
-        kwargs = _rendered_config(expectation, parameters, None).kwargs
-        columns = [str(c) for c in kwargs.get("column_list") or []]
-        absent = [c for c in columns if c not in head.columns]
-        if absent:
-            found[expectation.id] = DuplicateKeys(
-                expectation, columns, error=f"columns not found in the table: {absent}")
-            continue
-        mostly[expectation.id] = kwargs.get("mostly")
-        hashers[expectation.id] = KeyHashes(
-            columns, capacity=count_rows(chunks.path),
-            ignore_row_if=kwargs.get("ignore_row_if") or "all_values_are_missing",
-            # CSV chunks may type a column differently (numbers in one, text in another).
-            numeric_text=chunks.path.suffix != ".parquet")
-    if hashers:
-        needed = sorted({c for h in hashers.values() for c in h.columns})
-        for chunk in chunks.iter_columns(needed):
-            for hasher in hashers.values():
-                hasher.add(chunk)
-    for expectation_id, hasher in hashers.items():
-        expectation = next(e for e in suite.expectations if e.id == expectation_id)
-        found[expectation_id] = DuplicateKeys(
-            expectation, hasher.columns, duplicated=hasher.duplicated(),
-            ignored=int(hasher.ignored.sum()), mostly=mostly[expectation_id])
-    return found
+class DuplicateFinder:
+    """Every compound-uniqueness expectation of `suite` over a whole chunked file: the key
+    columns of each chunk are hashed as the chunks pass (`add`); `finish` marks the rows that
+    repeat a key anywhere in the file."""
+
+    def __init__(self, suite: Any, head: pd.DataFrame, parameters: dict[str, Any], *,
+                 capacity: int, numeric_text: bool) -> None:
+        self.suite = suite
+        self.failed: dict[str, DuplicateKeys] = {}
+        self.hashers: dict[str, KeyHashes] = {}
+        self.mostly: dict[str, Any] = {}
+        for expectation in suite.expectations:
+            if expectation.expectation_type != COMPOUND_UNIQUE:
+                continue
+            kwargs = _rendered_config(expectation, parameters, None).kwargs
+            columns = [str(c) for c in kwargs.get("column_list") or []]
+            absent = [c for c in columns if c not in head.columns]
+            if absent:
+                self.failed[expectation.id] = DuplicateKeys(
+                    expectation, columns, error=f"columns not found in the table: {absent}")
+                continue
+            self.mostly[expectation.id] = kwargs.get("mostly")
+            self.hashers[expectation.id] = KeyHashes(
+                columns, capacity=capacity,
+                ignore_row_if=kwargs.get("ignore_row_if") or "all_values_are_missing",
+                # CSV chunks may type a column differently (numbers in one, text in another).
+                numeric_text=numeric_text)
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Hash the key columns of the file's next rows."""
+        for hasher in self.hashers.values():
+            hasher.add(chunk)
+
+    def finish(self) -> dict[str, DuplicateKeys]:
+        """The expectations' findings, by expectation id."""
+        found = dict(self.failed)
+        for expectation_id, hasher in self.hashers.items():
+            expectation = next(e for e in self.suite.expectations if e.id == expectation_id)
+            found[expectation_id] = DuplicateKeys(
+                expectation, hasher.columns, duplicated=hasher.duplicated(),
+                ignored=int(hasher.ignored.sum()), mostly=self.mostly[expectation_id])
+        return found
 
 
 def row_count_result(expectation: Any, rows: int, parameters: dict[str, Any],

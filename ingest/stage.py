@@ -15,7 +15,6 @@ from typing import NoReturn
 import pandas as pd
 
 from ingest.drop_policy import split_invalid_rows
-from ingest.normalize import normalize_batch
 from ingest.quarantine import quarantine_batch
 from ingest.raw_store import StoredBatch, commit_batch, known_ids, staged_batch
 from ingest.reader import read_batch
@@ -24,6 +23,7 @@ from ingest.validate import validate_batch
 from ingest.writer import ChunkWriter, write_batch_parquet, write_dropped
 from recsys.errors import InputFileError, ValidationFailed
 from recsys.ids import check_id
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback
 from recsys.settings import Settings
 
@@ -60,6 +60,7 @@ def ingest_batch(
     on_report: ReportCallback | None = None,
     now: pd.Timestamp | None = None,
     progress: ProgressCallback | None = None,
+    mapper: Mapper = serial_map,
 ) -> IngestResult:
     """Read and validate a batch; write it, normalized, into the raw store (`settings.store_dir`).
 
@@ -71,9 +72,10 @@ def ingest_batch(
     (`ingest.raw_store.staged_batch`) and committed from there (`ingest.raw_store.commit_batch`:
     date partitions, idempotent by content hash, under the store's lock); the folder is removed
     afterwards, pass or fail. An interactions file of more than
-    ``settings.validate_chunk_rows`` rows is streamed: read, validated (one merged report, see
-    `validate_batch`), normalized and appended to its parquet file chunk by chunk. Users and
-    items are always read whole.
+    ``settings.validate_chunk_rows`` rows is streamed: split into chunks, each validated and
+    normalized by one part run through `mapper` (one merged report, see `validate_batch`),
+    and the parts' rows appended to its parquet file in file order. Users and items are
+    always read whole.
 
     A batch that cannot be read or fails its contract is *moved* intact to
     `quarantine/<run_id>/` with a report, and the error (InputFileError or ValidationFailed)
@@ -89,6 +91,11 @@ def ingest_batch(
         now: the clock for the future-timestamp rule (default: now, UTC).
         progress: told how validation advances (`validate_batch`: rows per dataset, once per
             chunk of a streamed table).
+        mapper: runs the parts of a streamed table, one per chunk, each validating its chunk
+            and writing its rows (`ingest.validation_part.validate_part`: paths in, a small
+            summary out): `serial_map` (default) one after another here, a Dask mapper on
+            the cluster's workers. The report, Data Docs, quarantine and stored batch are
+            the same either way.
 
     Returns:
         The report and the batch as stored.
@@ -123,8 +130,10 @@ def ingest_batch(
                 docs_dir=run_dir / "data-docs" if settings.validation_data_docs else None,
                 now=now,
                 progress=progress,
-                on_chunk=(lambda dataset, kept, dropped: writers[dataset].write(kept, dropped))
+                on_chunk=(lambda dataset, kept, dropped: writers[dataset].append(kept, dropped))
                 if writers else None,
+                scratch_dir=staging / "_parts",
+                mapper=mapper,
             )
         except InputFileError as error:  # a chunked file broke part-way
             _discard(writers)
@@ -149,7 +158,7 @@ def ingest_batch(
                     report.dropped[dataset]["file"] = str(path)
                     log.warning("dropped %d invalid %s rows (kept in %s)", len(frame), dataset,
                                 path)
-            files = write_batch_parquet(normalize_batch(batch), staging)
+            files = write_batch_parquet(batch, staging)  # it normalizes the batch
             for dataset, writer in writers.items():
                 dropped_dir = run_dir / "dropped" if dataset in report.dropped else None
                 files[dataset], aside = writer.finish(dropped_dir)

@@ -25,8 +25,10 @@ by chunk (`ingest.chunked_validation`) into the same report.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from ingest.ge_results import SAMPLE_SIZE, collect_results, row_dict
 from ingest.helper_columns import id_set, prepare_frame
 from ingest.reader import DATASETS, Batch
 from ingest.report import ValidationReport
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
 
@@ -80,17 +83,20 @@ def validate_batch(
     now: pd.Timestamp | None = None,
     on_chunk: ChunkCallback | None = None,
     progress: ProgressCallback | None = None,
+    scratch_dir: Path | None = None,
+    mapper: Mapper = serial_map,
 ) -> ValidationReport:
     """Run the three suites of `expectations_dir` on `batch` (raw frames from `read_batch`).
 
     Interactions may reference users/items of this batch (those not dropped) or the ids in
     `known_user_ids` / `known_item_ids` (ids of earlier batches).
 
-    A table in `Batch.chunked` is validated chunk by chunk (`validate_chunked`) and its
-    results merged into the same report a whole-frame run gives: unexpected counts summed,
-    samples from the first chunks, row numbers global, success decided on the totals; row
-    count and duplicate keys are evaluated over the whole file. Its rows are handed to
-    `on_chunk` as they are validated; ``report.invalid_index`` has no entry for it.
+    A table in `Batch.chunked` is validated chunk by chunk (`validate_chunked`: one part per
+    chunk, run through `mapper`) and its results merged into the same report a whole-frame run
+    gives: unexpected counts summed, samples from the first chunks, row numbers global, success
+    decided on the totals; row count and duplicate keys are evaluated over the whole file. The
+    files its parts write (kept rows normalized, dropped rows as read) are handed to
+    `on_chunk` in file order; ``report.invalid_index`` has no entry for it.
 
     Args:
         batch: the raw batch.
@@ -100,11 +106,16 @@ def validate_batch(
         known_item_ids: item ids already ingested by earlier batches.
         docs_dir: when given, GE Data Docs for this run are built there.
         now: the clock for the future-timestamp rule (default: the current UTC time).
-        on_chunk: for chunked tables, called with each chunk's rows to keep and, under the
-            ``drop`` policy, those to drop (see `ChunkCallback`). The verdict on the batch
-            comes at the end: a caller writing chunks must discard them if it fails.
+        on_chunk: for chunked tables, called with each chunk's files of rows to keep and,
+            under the ``drop`` policy, of rows to drop (see `ChunkCallback`). The verdict on
+            the batch comes at the end: a caller writing chunks must discard them if it fails.
         progress: told the rows validated per dataset (step ``validate <dataset>``): once per
             chunk of a chunked table, once when a whole table is done.
+        scratch_dir: where a chunked table's chunk files and their parts' outputs are written
+            (the files handed to `on_chunk` live there); default: a temporary folder, removed
+            before returning.
+        mapper: runs the parts of a chunked table, one per chunk
+            (`ingest.validation_part.validate_part`), e.g. in parallel on Dask workers.
 
     Returns:
         The report; this function never raises on bad data (the caller decides, typically
@@ -148,11 +159,12 @@ def validate_batch(
         file = str(batch.sources.get(dataset, batch.input_dir / dataset))
         chunks = batch.chunked.get(dataset)
         if chunks is not None:
-            outcome = validate_chunked(
-                gx, context, datasource, dataset, suite, chunks, raw,
-                known={k: pd.Index(list(v), dtype="str") for k, v in known.items()},
-                latest=latest, parameters=parameters, result_format=result_format,
-                file=file, on_chunk=on_chunk, progress=progress)
+            with _scratch(scratch_dir) as scratch:
+                outcome = validate_chunked(
+                    context, dataset, suite, chunks, raw, known=known, latest=latest,
+                    parameters=parameters, result_format=result_format, file=file,
+                    on_chunk=on_chunk, scratch=scratch / "chunks", mapper=mapper,
+                    progress=progress)
             entries, rows, chunked_invalid = outcome.entries, outcome.rows, outcome.invalid_rows
         else:
             frame = prepare_frame(dataset, raw, known, suite=suite, latest=latest)
@@ -192,3 +204,13 @@ def validate_batch(
                 len(report.failures),
                 {k: v["rows"] for k, v in report.dropped.items()} or "none")
     return report
+
+
+@contextmanager
+def _scratch(folder: Path | None) -> Iterator[Path]:
+    """`folder`, or a temporary folder removed on exit."""
+    if folder is not None:
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-validate-") as tmp:
+        yield Path(tmp)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.normalize import normalize_batch, normalize_frame
+from ingest.normalize import normalize_batch
 from ingest.reader import DATASETS, Batch, TableChunks
 
 logger = logging.getLogger(__name__)
@@ -107,11 +108,13 @@ def _is_plain_str(series: pd.Series) -> bool:
 class ChunkWriter:
     """Writes one chunked table as validation hands its chunks over (`ChunkCallback`).
 
-    Kept rows are normalized and appended with a `pyarrow.parquet.ParquetWriter` to
+    Each chunk's kept rows come normalized in a parquet file of their own (written by the part
+    that validated them, `ingest.validation_part`) and are appended with a
+    `pyarrow.parquet.ParquetWriter` to
     ``<folder>/<dataset>.parquet``, in the schema `write_batch_parquet` gives a whole table
     (fixed columns, then extra input columns with one type over the whole file, found by a
-    first pass over them). Dropped rows go to scratch files in the same folder as they come
-    (CSV appended, parquet as parts joined at the end); `finish` moves them to the run's
+    first pass over them). Dropped rows come in files too (CSV appended to one file, parquet
+    parts joined at the end); `finish` moves them to the run's
     dropped-rows folder. `discard` removes everything this writer wrote.
     """
 
@@ -132,15 +135,27 @@ class ChunkWriter:
         """The table's parquet file."""
         return self.folder / f"{self.dataset}.parquet"
 
-    def write(self, kept: pd.DataFrame, dropped: pd.DataFrame) -> None:
-        """Append one chunk: its kept rows normalized, its dropped rows as they were read."""
+    def append(self, kept: Path | None, dropped: Path | None) -> None:
+        """Append one validated chunk: its kept rows (a normalized parquet file, cast here to
+        the file's schema) and its dropped rows (as read, CSV without header or parquet)."""
         self._open()
-        if len(kept):
-            self._writer.write_table(self._to_schema(
-                arrow_table(self.dataset, normalize_frame(self.dataset, kept))))
-            self.rows += len(kept)
-        if len(dropped):
-            self._write_dropped(dropped)
+        if kept is not None:
+            table = self._to_schema(pq.read_table(kept))
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+        if dropped is None:
+            return
+        if Path(dropped).suffix == ".csv":  # CSV in, CSV aside: appended under one header
+            first = self._dropped_csv is None
+            self._dropped_csv = self.folder / f"{self.dataset}.dropped.csv"
+            with self._dropped_csv.open("w" if first else "a", encoding="utf-8") as out:
+                if first:
+                    out.write(pd.DataFrame(columns=[*self.head.columns, "_failed_rules"])
+                              .to_csv(index=False))
+                with Path(dropped).open(encoding="utf-8") as part:
+                    shutil.copyfileobj(part, out)
+            return
+        self._dropped_parts.append(Path(dropped))
 
     def finish(self, dropped_dir: Path | None) -> tuple[Path, Path | None]:
         """Close the parquet file; move the dropped rows into `dropped_dir` (when the batch
@@ -189,17 +204,6 @@ class ChunkWriter:
             return table
         return table.select(self._schema.names).cast(self._schema)
 
-    def _write_dropped(self, dropped: pd.DataFrame) -> None:
-        if self.chunks.path.suffix != ".parquet":  # CSV in, CSV aside: appended
-            first = self._dropped_csv is None
-            self._dropped_csv = self.folder / f"{self.dataset}.dropped.csv"
-            dropped.to_csv(self._dropped_csv, mode="w" if first else "a", header=first,
-                           index=False)
-            return
-        part = self.folder / f"{self.dataset}.dropped.{len(self._dropped_parts):05d}.parquet"
-        pq.write_table(_dropped_table(dropped), part)
-        self._dropped_parts.append(part)
-
     def _finish_dropped(self, folder: Path) -> Path:
         if self._dropped_csv is not None:
             target = folder / f"{self.dataset}.csv"
@@ -223,7 +227,7 @@ def write_dropped(frame: pd.DataFrame, batch: Batch, dataset: str, folder: Path)
     source = batch.sources.get(dataset)
     if source is not None and source.suffix == ".parquet":
         path = folder / f"{dataset}.parquet"
-        pq.write_table(_dropped_table(frame), path)
+        pq.write_table(dropped_table(frame), path)
         return path
     path = folder / f"{dataset}.csv"
     frame.to_csv(path, index=False)
@@ -231,7 +235,7 @@ def write_dropped(frame: pd.DataFrame, batch: Batch, dataset: str, folder: Path)
 
 
 def _frame_schema(frame: pd.DataFrame) -> Any:
-    schema = _dropped_table(frame.iloc[:0] if frame.empty else frame).schema
+    schema = dropped_table(frame.iloc[:0] if frame.empty else frame).schema
     return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) else f
                       for f in schema])
 
@@ -251,7 +255,8 @@ def _unify_schemas(schemas: list[Any]) -> Any:
     return pa.schema(fields)
 
 
-def _dropped_table(frame: pd.DataFrame) -> Any:
+def dropped_table(frame: pd.DataFrame) -> Any:
+    """Dropped rows as an arrow table, values as read (mixed-type columns as text)."""
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError):

@@ -65,7 +65,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _configure_prefect_defaults() -> None:
-    """Defaults for Prefect's own settings when the user has not set them.
+    """Defaults for the settings of Prefect (and of the engines a run uses) when the user has
+    not set them.
 
     A local run starts Prefect's temporary server; on a 2-core machine it can need more than
     the default 20 s, and telemetry has no network to reach here.
@@ -73,6 +74,9 @@ def _configure_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # Dask's scheduler and nannies log every start and connection at INFO (RECSYS_TASK_RUNNER=
+    # dask); the run says which cluster it used in one line of its own (flows/runner.py).
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 class RunLogFormatter(logging.Formatter):
@@ -233,13 +237,19 @@ def pipeline(
     """Run validate -> features -> train -> publish (locally; no Prefect server needed).
 
     Without PREFECT_API_URL the run starts its own temporary Prefect server, which stops with
-    the run, even when the run is killed.
+    the run, even when the run is killed. With RECSYS_TASK_RUNNER=dask the partitioned stages
+    run on a Dask cluster (RECSYS_DASK_ADDRESS, else a LocalCluster of RECSYS_DASK_WORKERS
+    processes started for the run); a cluster that cannot be reached fails the run before
+    anything is written.
     """
     _configure_prefect_defaults()
-    load_settings()  # a wrong setting ends here in one line, not in a traceback from the flow
+    # a wrong setting ends here in one line, not in a traceback from the flow
+    settings = load_settings()
     from flows.local_server import local_prefect_api
     from flows.pipeline import PipelineResult, batch_pipeline
+    from flows.runner import planned_runner
 
+    typer.echo(f"runner: {planned_runner(settings)}")
     started = time.perf_counter()
     with local_prefect_api():
         state = batch_pipeline(str(input_dir), run_id=run_id, return_state=True)
@@ -256,6 +266,8 @@ def pipeline(
     else:
         typer.echo(f"run {result.run_id}: champion kept; model version {result.version} "
                    f"registered, not published ({result.gate.get('reason')}) in {elapsed:.1f}s")
+    if result.runner:
+        typer.echo(f"ran on: {result.runner}")
     typer.echo(_metrics_table(result.metrics))
     if result.timings:
         typer.echo(_timings_table(result.timings))
@@ -277,6 +289,7 @@ def serve(
     import uvicorn
 
     from serving.api.metrics import MULTIPROC_ENV, fresh_multiprocess_dir
+    from serving.api.server import NoDelayH11Protocol
 
     settings = load_settings()
     metrics_dir = None
@@ -287,6 +300,7 @@ def serve(
         uvicorn.run("serving.api.main:app_from_environment", factory=True,
                     host=host or settings.api_host,
                     port=port or settings.api_port, workers=workers, log_level="info",
+                    http=NoDelayH11Protocol,  # TCP_NODELAY with --workers too
                     access_log=False)  # our middleware logs requests (path only, no query keys)
     finally:
         if metrics_dir is not None:

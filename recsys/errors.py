@@ -15,6 +15,18 @@ class RecsysError(Exception):
 
     status_code: int = 500
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled across processes (a part run on a Dask worker) and rebuilt without calling
+        # __init__, whose arguments differ per subclass: same type, message and attributes.
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type[RecsysError], args: tuple[Any, ...], state: dict[str, Any]
+                   ) -> RecsysError:
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InputFileError(RecsysError):
     """An input file is missing, unreadable, or breaks a structural rule.
@@ -148,6 +160,13 @@ class MongoServerError(RecsysError):
 
 class PrefectServerError(RecsysError):
     """The local Prefect API server of a run could not be started."""
+
+
+class DaskClusterError(RecsysError):
+    """The Dask cluster of a run (RECSYS_TASK_RUNNER=dask) could not be reached or started, or a
+    part of a stage lost its worker more often than Dask retries it."""
+
+    status_code = 503
 
 
 class FeatureStoreError(RecsysError):

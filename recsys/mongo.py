@@ -11,6 +11,11 @@ pointer and the ``publish_lock`` lease) and per version ``recs_<v>``, ``similar_
 Online feature store: ``feature_snapshots`` (one document per materialized snapshot),
 ``feature_state`` (the ``online`` pointer) and per snapshot ``user_features_<s>`` and
 ``item_features_<s>``.
+
+Against a sharded cluster (the client talks to a mongos, `is_mongos`) the per-version and
+per-snapshot collections are sharded on hashed ``_id`` when they are created
+(`shard_collections`, called by `recsys.versions`); against a single node or a replica set
+nothing differs.
 """
 
 from __future__ import annotations
@@ -95,6 +100,33 @@ def feature_collections(snapshot_id: str) -> list[str]:
     return [feature_collection(entity, snapshot_id) for entity in FEATURE_ENTITIES]
 
 
+# ---------------------------------------------------------------- sharded clusters
+
+MONGOS_HELLO_MSG = "isdbgrid"
+"""What a mongos (the router of a sharded cluster) answers in the ``msg`` field of `hello`."""
+SHARD_KEY = {"_id": "hashed"}
+"""The shard key of every versioned collection: all reads and writes are by ``_id``, and a
+hashed key spreads the writers of a publish over every shard from the first document."""
+
+
+def is_mongos(db: Database) -> bool:
+    """True when `db`'s client talks to a mongos (a sharded cluster), from its `hello` reply."""
+    return db.client.admin.command("hello").get("msg") == MONGOS_HELLO_MSG
+
+
+def shard_collections(db: Database, names: list[str]) -> None:
+    """Shard the (new, empty) collections `names` of `db` on hashed ``_id``; call it only
+    against a mongos (`is_mongos`).
+
+    Sends ``enableSharding`` for the database (a no-op when it is already enabled), then one
+    ``shardCollection`` per collection; MongoDB creates the hashed ``_id`` index itself.
+    """
+    admin = db.client.admin
+    admin.command("enableSharding", db.name)
+    for name in names:
+        admin.command("shardCollection", f"{db.name}.{name}", key=SHARD_KEY)
+
+
 # ---------------------------------------------------------------- clients
 
 def mongo_client(settings: Settings, *, operation_timeout_ms: int | None = None) -> MongoClient:
@@ -105,11 +137,18 @@ def mongo_client(settings: Settings, *, operation_timeout_ms: int | None = None)
         operation_timeout_ms: a deadline for every operation (pymongo's `timeoutMS`); None for
             none, as a publish writes for minutes.
     """
-    timeout = settings.mongodb_timeout_ms
-    options: dict[str, Any] = {"serverSelectionTimeoutMS": timeout, "connectTimeoutMS": timeout}
+    return client_for(settings.mongodb_uri, timeout_ms=settings.mongodb_timeout_ms,
+                      operation_timeout_ms=operation_timeout_ms)
+
+
+def client_for(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = None
+               ) -> MongoClient:
+    """`mongo_client` from plain values, for part functions that run in other processes."""
+    options: dict[str, Any] = {"serverSelectionTimeoutMS": timeout_ms,
+                               "connectTimeoutMS": timeout_ms}
     if operation_timeout_ms is not None:
         options["timeoutMS"] = operation_timeout_ms
-    return MongoClient(settings.mongodb_uri, tz_aware=True, tzinfo=UTC, **options)
+    return MongoClient(uri, tz_aware=True, tzinfo=UTC, **options)
 
 
 def async_mongo_client(settings: Settings) -> AsyncMongoClient:

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     regularization: float = Field(50.0, ge=0)
     alpha: float = Field(2.0, gt=0)
     iterations: int = Field(15, ge=1)
+    refit_iterations: int = Field(
+        3, ge=1, description="ALS sweeps of the fit on all data, warm-started from the holdout "
+        "model's factors (at most `iterations`)")
     seed: int = 42
     als_device: Literal["cpu", "gpu", "auto"] = Field(
         "cpu", description="where ALS is fitted: `cpu` (implicit's CPU model), `gpu` (implicit's "
@@ -165,6 +168,8 @@ class Settings(BaseSettings):
     api_read_timeout_ms: int = Field(1500, ge=50, description="MongoDB read deadline per request")
     api_retry_after_seconds: int = Field(2, ge=1)
     api_log_json: bool = True
+    api_access_log: bool = Field(False, description="one log line per request "
+                                 "(RECSYS_API_ACCESS_LOG); off by default: it costs throughput")
     project_dir: Path | None = Field(
         None, description="the checkout a Prefect worker runs the flows from; read by "
         "prefect.yaml's pull step when deploying (RECSYS_PROJECT_DIR)")

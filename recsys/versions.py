@@ -11,7 +11,8 @@ The life of a version, as recorded in its registry document::
      created_at: datetime, ready_at: datetime | None, ...fields of the store}
 
 - `begin`: registry document in status ``building`` (first, so a crash at any later point leaves
-  a record), then fresh empty collections;
+  a record), then fresh empty collections (`create_version_collections`: behind a mongos they
+  are sharded on hashed ``_id``, see `recsys.mongo.shard_collections`);
 - `verify_counts`: every collection holds exactly what was inserted and has its ``_id`` index;
 - `mark_ready`: ``building`` -> ``ready`` (refused when another writer changed the state);
 - `switch`: the pointer ``{_id, <field>: <version>, previous, switched_at}`` names the version;
@@ -34,7 +35,7 @@ from pymongo.database import Database
 
 from recsys.errors import RecsysError
 from recsys.ids import check_id
-from recsys.mongo import CODEC_OPTIONS
+from recsys.mongo import CODEC_OPTIONS, is_mongos, shard_collections
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,17 @@ class VersionedCollections:
         self.collections = collections
         self.kind = kind
         self.error = error
+        self._sharded: bool | None = None
+
+    @property
+    def sharded(self) -> bool:
+        """The client talks to a mongos: new collections are sharded (asked once)."""
+        if self._sharded is None:
+            self._sharded = is_mongos(self.db)
+            if self._sharded:
+                logger.info("MongoDB is a sharded cluster (mongos): %s collections are "
+                            "sharded on hashed _id", self.kind)
+        return self._sharded
 
     # ---------------------------------------------------------------- reads
 
@@ -134,10 +146,7 @@ class VersionedCollections:
         if self.active() == version:  # switched to between our check and the write
             raise self.error(f"{self.kind} {version!r} became active while being written")
         self.registry.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
-        for name in self.collections(version):
-            self.db.drop_collection(name)  # leftovers of a failed attempt
-            # created explicitly, so an empty version still has every collection
-            self.db.create_collection(name)
+        create_version_collections(self.db, self.collections(version), sharded=self.sharded)
         return existing is not None
 
     def verify_counts(self, version: str, expected: dict[str, int],
@@ -148,9 +157,13 @@ class VersionedCollections:
             error: a count or an index is wrong (the version stays ``building``).
         """
         for name, n in expected.items():
-            # The collection is new and only this writer fills it, so the metadata count is
-            # exact; count_documents({}) scans every document (seconds per 10k on secantusd-py).
-            stored = self.db[name].estimated_document_count()
+            # The collection is new and only this publish fills it, so the metadata count is
+            # exact on one node; count_documents({}) scans every document (seconds per 10k on
+            # secantusd-py). Behind a mongos the metadata count may include orphaned documents
+            # of a chunk migration, so a sharded collection is counted for real.
+            coll = self.db[name]
+            stored = coll.count_documents({}) if self.sharded else \
+                coll.estimated_document_count()
             wrote = n if inserted is None else inserted.get(name)
             if stored != n or wrote != n:
                 raise self.error(f"{self.kind} {version!r}: {name} holds {stored} documents "
@@ -284,3 +297,14 @@ class VersionedCollections:
     def _drop_collections(self, version: str) -> None:
         for name in self.collections(version):
             self.db.drop_collection(name)
+
+
+def create_version_collections(db: Database, names: list[str], *, sharded: bool) -> None:
+    """Drop `names` (leftovers of a failed attempt) and create them empty; `sharded`: shard
+    them on hashed ``_id`` (against a mongos only)."""
+    for name in names:
+        db.drop_collection(name)
+        # created explicitly, so an empty version still has every collection
+        db.create_collection(name)
+    if sharded:
+        shard_collections(db, names)

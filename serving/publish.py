@@ -6,7 +6,10 @@ admin route `POST /admin/active-version` all call `publish_model`. Holding the p
 
 1. cleans up what a crashed publish or materialization left (nothing else writes meanwhile);
 2. writes the model version into MongoDB from the model registry's artifacts, unless it is
-   already there and ready (so promoting or rolling back a kept version writes nothing);
+   already there and ready (so promoting or rolling back a kept version writes nothing): the
+   item collections once, the users per partition of the version's scores through the
+   `mapper` (parallel, unordered writers into the same new collections), then verified and
+   marked ready once (`serving/version_writer.py`);
 3. makes sure the model's feature snapshot (its metadata's ``feature_snapshot``) is materialized
    in the online feature store, writing it from the snapshot on disk when it is not;
 4. switches the online-feature pointer, then the model pointer (the API follows the latter, so
@@ -47,11 +50,12 @@ from features.snapshot import load_manifest
 from recsys.errors import FeatureStoreError, NotFound, PublishError
 from recsys.ids import check_id
 from recsys.mongo import open_database
+from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback
 from recsys.settings import Settings
-from serving.artifacts import payload_for_version
 from serving.lock import PublishLock, publish_lock
 from serving.store import MongoServingStore, referenced_snapshots
+from serving.version_writer import write_version
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +136,8 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
                   lock_timeout_s: float | None = None,
                   expected_active: str | None | _Unset = UNSET,
                   write_missing: bool = True,
-                  progress: ProgressCallback | None = None) -> PublishResult:
+                  progress: ProgressCallback | None = None,
+                  mapper: Mapper = serial_map) -> PublishResult:
     """Serve model `version`: the only function that changes what is served.
 
     See the module docstring for the steps. Publishing the active version again writes nothing
@@ -149,8 +154,10 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
             the active version differs once the lock is held, nothing changes (``superseded``).
         write_missing: write the version from the models directory when MongoDB lacks it;
             False raises NotFound instead.
-        progress: told the documents written, batch by batch (the serving collections, then
-            the online features), when anything is written.
+        progress: told the documents written (the serving collections, then the online
+            features), when anything is written.
+        mapper: runs the per-partition user writers (`recsys.partitions`; the flows pass the
+            Dask one); the version is switched once, after every part is written and verified.
 
     Returns:
         A `PublishResult`.
@@ -167,7 +174,7 @@ def publish_model(settings: Settings, version: str, *, holder: str | None = None
     with open_database(settings) as db, publish_lock(
             db, settings, holder=holder or f"publish {version}", timeout_s=lock_timeout_s) as lock:
         return _serve(db, lock, settings, version, expected_active=expected_active,
-                      write_missing=write_missing, progress=progress)
+                      write_missing=write_missing, progress=progress, mapper=mapper)
 
 
 def rollback_model(settings: Settings, *, holder: str | None = None,
@@ -190,7 +197,8 @@ def rollback_model(settings: Settings, *, holder: str | None = None,
 
 def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
            expected_active: str | None | _Unset = UNSET, write_missing: bool = True,
-           progress: ProgressCallback | None = None) -> PublishResult:
+           progress: ProgressCallback | None = None,
+           mapper: Mapper = serial_map) -> PublishResult:
     """The steps of the module docstring; the caller holds the publish lock."""
     store = MongoServingStore(db)
     store.cleanup_incomplete()
@@ -208,9 +216,7 @@ def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
         if not write_missing:
             raise NotFound(f"model version {version!r} is not published in MongoDB; publish it "
                            f"with `recsys models promote {version}`")
-        summary = store.publish(payload_for_version(settings, version),
-                                batch_size=settings.publish_batch_size, progress=progress)
-        counts = summary["counts"]
+        counts = write_version(db, settings, version, mapper=mapper, progress=progress)
     doc = store.get_version(version) or {}
     snapshot = (doc.get("metadata") or {}).get("feature_snapshot")
     snapshot = str(snapshot) if snapshot else None

@@ -33,6 +33,15 @@ def recommendation_stats(rec_idx: np.ndarray, n_items: int,
         genre, those recommended, and list entries whose item has the genre; an item with
         several genres counts for each). `genres` is None without genre attributes.
     """
+    per_item, lists = list_counts(rec_idx, n_items)
+    return stats_from_counts(per_item, lists, genres)
+
+
+def list_counts(rec_idx: np.ndarray, n_items: int) -> tuple[np.ndarray, int]:
+    """(list entries per item index (int64, length n_items), non-empty lists) of `rec_idx`.
+
+    Counts of several user partitions add up; `stats_from_counts` turns the sum into the stats.
+    """
     rec_idx = np.asarray(rec_idx)
     per_item = np.zeros(n_items + 1, dtype=np.int64)  # slot 0 counts the -1 padding
     lists = 0
@@ -41,11 +50,17 @@ def recommendation_stats(rec_idx: np.ndarray, n_items: int,
         per_item += np.bincount(chunk.ravel() + 1, minlength=n_items + 1)
         if chunk.shape[1]:
             lists += int(np.count_nonzero(chunk[:, 0] >= 0))  # padding only at the end
-    per_item = per_item[1:]
+    return per_item[1:], lists
+
+
+def stats_from_counts(per_item: np.ndarray, lists: int,
+                      genres: Sequence[Any] | None = None) -> dict[str, Any]:
+    """`recommendation_stats` from (summed) `list_counts`."""
+    per_item = np.asarray(per_item, dtype=np.int64)
     stats: dict[str, Any] = {
-        "lists": lists,
+        "lists": int(lists),
         "slots": int(per_item.sum()),
-        "items": int(n_items),
+        "items": int(len(per_item)),
         "recommended_items": int(np.count_nonzero(per_item)),
         "genres": None,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import zipfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,26 @@ def write_file(path: Path, write: Callable[[IO[bytes]], Any]) -> str:
         fh.flush()
         os.fsync(fh.fileno())
     return file_sha256(path)
+
+
+# Every member of an archive written by `write_npz` carries this time, so the same arrays always
+# give the same bytes (and sha256): a rerun part of a partitioned stage rewrites an identical file.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """`write_file` of `arrays` as an uncompressed .npz that `np.load` reads; returns its sha256.
+
+    Unlike `np.savez`, which stamps each member with the current time, the bytes depend only on
+    the arrays (names in the given order).
+    """
+    def write(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+                with archive.open(member, "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
+    return write_file(path, write)
 
 
 def _json_default(value: Any) -> Any:

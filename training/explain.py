@@ -16,12 +16,14 @@ budget, so one heavy user does not inflate the padding of everyone else.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from recsys.errors import ModelError
 from training.data import check_csr
@@ -66,14 +68,25 @@ def _histories(confidence: sp.csr_matrix, users: np.ndarray
 
 def _systems(item_factors: np.ndarray, gram: np.ndarray, items: np.ndarray, conf: np.ndarray,
              mask: np.ndarray, regularization: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A (B, f, f), b (B, f) and the history factors (B, L, f) of a padded batch."""
-    hist = item_factors[items] * mask[..., None]                       # (B, L, f)
+    """A (B, f, f), b (B, f) and the history factors (B, L, f) of a padded batch (padding
+    slots hold item 0's factors: every use weighs them by 0)."""
+    hist = item_factors[items]                                         # (B, L, f)
     n_factors = item_factors.shape[1]
     weighted = hist * np.where(mask, conf - 1.0, 0.0)[..., None]
     a = np.matmul(weighted.transpose(0, 2, 1), hist)                   # batched BLAS
     a += (gram + regularization * np.eye(n_factors))[None]
     b = np.matmul(np.where(mask, conf, 0.0)[:, None, :], hist)[:, 0, :]
     return a, b, hist
+
+
+def parallel_threads() -> int:
+    """Threads for numpy work beside implicit's: the size of this process's OpenMP pool (what
+    implicit's own parallel loops use; 1 in a worker held to one thread by threadpoolctl), else
+    the CPUs this process may run on."""
+    pools = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "openmp"]
+    if pools:
+        return max(1, min(pools))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check(item_factors: np.ndarray, confidence: sp.csr_matrix, regularization: float) -> None:
@@ -85,9 +98,26 @@ def _check(item_factors: np.ndarray, confidence: sp.csr_matrix, regularization: 
         raise ModelError(f"regularization must be >= 0, got {regularization}")
 
 
+def _top_past_items(contrib: np.ndarray, items: np.ndarray, width: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The `width` largest contributions along the last axis, largest first (ties: the earlier
+    past item), as (B, N, width) item indices and scores. `width` passes of argmax: for the few
+    explaining items kept, cheaper than a partition plus a sort."""
+    n_users, n_rec, _ = contrib.shape
+    top = np.empty((n_users, n_rec, width), dtype=np.int64)
+    top_scores = np.empty((n_users, n_rec, width), dtype=contrib.dtype)
+    for rank in range(width):
+        best = contrib.argmax(axis=2)[..., None]                          # (B, N, 1)
+        top[..., rank:rank + 1] = best
+        top_scores[..., rank:rank + 1] = np.take_along_axis(contrib, best, axis=2)
+        np.put_along_axis(contrib, best, -np.inf, axis=2)
+    return np.take_along_axis(items[:, None, :], top, axis=2), top_scores
+
+
 def explain_recommendations(item_factors: np.ndarray, confidence: sp.csr_matrix,
                             rec_items: np.ndarray, *, regularization: float, n_explain: int,
-                            max_cells: int = DEFAULT_MAX_CELLS) -> tuple[np.ndarray, np.ndarray]:
+                            max_cells: int = DEFAULT_MAX_CELLS, num_threads: int = 0
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """The past items that contributed most to each recommended item, as implicit's `explain`.
 
     Args:
@@ -97,7 +127,8 @@ def explain_recommendations(item_factors: np.ndarray, confidence: sp.csr_matrix,
         rec_items: (n_users, N) int item indices, -1 pads.
         regularization: the model's regularization.
         n_explain: E, contributions kept per recommended item.
-        max_cells: memory budget of one batch, in array cells.
+        max_cells: memory budget of one batch, in array cells (each thread holds one batch).
+        num_threads: batches explained at once; 0 = `parallel_threads()`.
 
     Returns:
         (items, scores): (n_users, N, E) int32 past-item indices, largest contribution first, and
@@ -116,31 +147,37 @@ def explain_recommendations(item_factors: np.ndarray, confidence: sp.csr_matrix,
     out_items = np.full((n_users, n_rec, n_explain), PAD_ITEM, dtype=np.int32)
     out_scores = np.full((n_users, n_rec, n_explain), PAD_SCORE, dtype=np.float32)
     lengths = np.diff(confidence.indptr)
+    batches = list(_batches(lengths, 2 * n_factors + 3 * n_rec,
+                            n_factors * n_factors + 2 * n_rec * n_factors, max_cells))
+
+    def explain_batch(users: np.ndarray) -> None:
+        items, conf, mask = _histories(confidence, users)
+        a, _, hist = _systems(y, gram, items, conf, mask, regularization)
+        recs = rec_items[users]
+        valid_rec = recs >= 0
+        targets = y[np.where(valid_rec, recs, 0)]                        # (B, N, f)
+        weighted_hist = hist * conf[..., None]                           # c_j y_j, 0 for pads
+        # s_ij = y_i . A^-1 (c_j y_j) for every recommended i and past j: (B, N, L). A is
+        # symmetric, so solve for whichever side has fewer right-hand sides.
+        if hist.shape[1] <= n_rec:
+            contrib = np.matmul(targets, np.linalg.solve(a, weighted_hist.transpose(0, 2, 1)))
+        else:
+            solved = np.linalg.solve(a, targets.transpose(0, 2, 1))      # (B, f, N)
+            contrib = np.matmul(solved.transpose(0, 2, 1), weighted_hist.transpose(0, 2, 1))
+        contrib += np.where(mask, 0.0, -np.inf)[:, None, :]              # padding never wins
+        top_items, top_scores = _top_past_items(contrib, items,
+                                                min(n_explain, contrib.shape[2]))
+        keep = np.isfinite(top_scores) & valid_rec[:, :, None]
+        width = top_items.shape[2]
+        out_items[users, :, :width] = np.where(keep, top_items, PAD_ITEM)   # disjoint rows
+        out_scores[users, :, :width] = np.where(keep, top_scores, PAD_SCORE)
+
     start = time.perf_counter()
-    with threadpool_limits(1, "blas"):
-        for users in _batches(lengths, 2 * n_factors + 3 * n_rec,
-                              n_factors * n_factors + 2 * n_rec * n_factors, max_cells):
-            items, conf, mask = _histories(confidence, users)
-            a, _, hist = _systems(y, gram, items, conf, mask, regularization)
-            recs = rec_items[users]
-            valid_rec = recs >= 0
-            targets = y[np.where(valid_rec, recs, 0)]                    # (B, N, f)
-            weighted = np.linalg.solve(a, targets.transpose(0, 2, 1))    # (B, f, N)
-            # s_ij = (A^-1 y_i) . y_j * c_j for every recommended i and past j: (B, N, L)
-            contrib = np.matmul(weighted.transpose(0, 2, 1), hist.transpose(0, 2, 1))
-            contrib *= conf[:, None, :]
-            width = min(n_explain, contrib.shape[2])
-            contrib[~np.broadcast_to(mask[:, None, :], contrib.shape)] = -np.inf
-            top = np.argpartition(contrib, contrib.shape[2] - width, axis=2)[:, :, -width:]
-            top_scores = np.take_along_axis(contrib, top, axis=2)
-            order = np.argsort(-top_scores, axis=2, kind="stable")
-            top = np.take_along_axis(top, order, axis=2)
-            top_scores = np.take_along_axis(top_scores, order, axis=2)
-            top_items = np.take_along_axis(np.broadcast_to(items[:, None, :], contrib.shape),
-                                           top, axis=2)
-            keep = np.isfinite(top_scores) & valid_rec[:, :, None]
-            out_items[users, :, :width] = np.where(keep, top_items, PAD_ITEM)
-            out_scores[users, :, :width] = np.where(keep, top_scores, PAD_SCORE)
+    # numpy releases the GIL in every step above: batches run side by side on `threads`
+    # threads, each with single-threaded BLAS (results do not depend on the thread count)
+    threads = parallel_threads() if num_threads <= 0 else num_threads
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(min(threads, len(batches) or 1)) as pool:
+        list(pool.map(explain_batch, batches))
     log.info("explained %d x %d recommendations (top %d past items) in %.2fs", n_users, n_rec,
              n_explain, time.perf_counter() - start)
     return out_items, out_scores

@@ -3,18 +3,21 @@
 Layout of one version directory:
     model.npz      implicit's own `model.save()` (np.savez, no pickle)
     ids.npz        user_ids and item_ids as unicode arrays (row/column order of the factors)
+    matrix.npz     the users x items matrix the model was fitted on (CSR indptr / indices / data):
+                   scoring reads it instead of decoding the feature snapshot again
     metadata.json  version, created_at (UTC), params, metrics, library versions, shapes,
                    data_hash (sha256 of the training matrix and its ids), `files` (every file of
                    the version) and `checksums` (file name -> sha256), plus the caller's metadata
                    (feature snapshot id, source file hashes, search summary, ...)
     <extra files>  e.g. search_trials.jsonl / search_trials.md (the search log)
-    scores.npz     added later by `save_scores` (top-N, similar items, popular, explanations)
+    scores/        added later, one file per user partition + one for items: `training.scores`
+                   owns that folder (and reads the single scores.npz of older versions)
 
 Writes are atomic, so a crash or a full disk never leaves a truncated artifact for a reader (or a
 promote) to pick up: a version is written into `.<version>.<random>.partial`, renamed into place
-once every file is fsynced (never overwriting one); scores go to a temporary file, are recorded in
-metadata.json, then renamed to scores.npz. Dot-named leftovers of a crash are never listed;
-`prune_models` deletes them after a day.
+once every file is fsynced (never overwriting one); score parts go to temporary files renamed into
+place and count only once recorded in metadata.json. Dot-named leftovers of a crash are never
+listed; `prune_models` deletes them after a day.
 
 One error policy: reading a version that is missing, incomplete or damaged raises a `ModelError`
 naming the version and the file. `list_models` reports such a version (`ModelInfo.problem`)
@@ -23,9 +26,7 @@ instead of raising, so one bad directory never hides the others.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
 import shutil
 import tempfile
@@ -40,34 +41,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from recsys.errors import InvalidId, ModelError
 from recsys.hashing import file_sha256
 from recsys.ids import check_id, is_valid_id
-from training.atomic_files import (
-    fsync_dir,
-    replace_json,
-    temporary_name,
-    write_file,
-    write_json,
-)
-from training.data import InteractionMatrix, matrix_hash
+from training.atomic_files import fsync_dir, write_file, write_json, write_npz
+from training.data import InteractionMatrix, check_csr, matrix_hash
 from training.evaluate import TrainResult
+from training.model_files import (
+    IDS_FILE,
+    MATRIX_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    load_npz,
+    model_metadata,
+    version_error,
+)
+from training.scores import LEGACY_SCORES_FILE, SCORES_DIR, is_scored, verify_scores
+# The scores readers belong to `training.scores`; re-exported for the registry's readers.
+from training.scores import load_item_scores as load_item_scores
+from training.scores import load_score_part as load_score_part
+from training.scores import load_scores as load_scores
+from training.scores import score_partitions as score_partitions
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.npz"
-IDS_FILE = "ids.npz"
-METADATA_FILE = "metadata.json"
-SCORES_FILE = "scores.npz"
-#: arrays every scores.npz holds; `rec_explain_items` / `rec_explain_scores` are optional
-SCORE_ARRAYS = ("rec_items", "rec_scores", "similar_items", "similar_scores", "popular_items",
-                "popular_scores")
-_ARTIFACTS = (MODEL_FILE, IDS_FILE, METADATA_FILE, SCORES_FILE)
+_ARTIFACTS = (MODEL_FILE, IDS_FILE, MATRIX_FILE, METADATA_FILE, LEGACY_SCORES_FILE, SCORES_DIR)
 _RESERVED = ("version", "created_at", "params", "metrics", "libraries", "n_users", "n_items",
-             "n_factors", "files", "checksums", "data_hash")
+             "n_factors", "files", "checksums", "data_hash", "scores")
 # A crashed write's leftovers (dot-named) younger than this may still be in progress.
 _STALE_AFTER_S = 86400.0
 
@@ -113,11 +117,6 @@ def check_version(version: str) -> str:
 def model_path(models_root: Path, version: str) -> Path:
     """The directory of `version` under `models_root` (the id is checked, not its existence)."""
     return Path(models_root) / check_version(version)
-
-
-def _error(model_dir: Path, name: str, problem: str) -> ModelError:
-    return ModelError(f"model version {Path(model_dir).name!r}: {name} {problem} "
-                      f"({Path(model_dir) / name})")
 
 
 # --------------------------------------------------------------------------- save
@@ -180,6 +179,9 @@ def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Pat
             IDS_FILE: write_file(tmp / IDS_FILE, lambda fh: np.savez(
                 fh, user_ids=np.asarray(data.user_ids, dtype=str),
                 item_ids=np.asarray(data.item_ids, dtype=str))),
+            MATRIX_FILE: write_npz(tmp / MATRIX_FILE, {
+                "indptr": data.matrix.indptr, "indices": data.matrix.indices,
+                "data": data.matrix.data}),
         }
         for name, text in extra_files.items():
             checksums[name] = write_file(tmp / name, lambda fh, t=text: fh.write(t.encode()))
@@ -192,7 +194,7 @@ def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Pat
             "n_users": data.n_users,
             "n_items": data.n_items,
             "n_factors": int(model.item_factors.shape[1]),
-            "files": [MODEL_FILE, IDS_FILE, METADATA_FILE, *sorted(extra_files)],
+            "files": [MODEL_FILE, IDS_FILE, MATRIX_FILE, METADATA_FILE, *sorted(extra_files)],
             "checksums": checksums,
             "data_hash": matrix_hash(data),
             **metadata,
@@ -211,82 +213,11 @@ def save_model(result: TrainResult, data: InteractionMatrix, *, models_root: Pat
     return target
 
 
-def save_scores(model_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write the scores of a saved version as scores.npz, atomically; returns its path.
-
-    The file is written under a temporary name, fsynced, its sha256 recorded in metadata.json,
-    and only then renamed to scores.npz: a failed write leaves the version unscored (as before),
-    never with a truncated scores file. An existing scores file is replaced.
-
-    Raises:
-        ModelError: the version is not a complete saved version, arrays are missing, or the
-            write failed (e.g. a full disk).
-    """
-    model_dir = Path(model_dir)
-    missing = [key for key in SCORE_ARRAYS if key not in arrays]
-    if missing:
-        raise ModelError(f"model version {model_dir.name!r}: scores lack arrays {missing}")
-    document = model_metadata(model_dir)
-    target = model_dir / SCORES_FILE
-    tmp = temporary_name(target)
-    recorded = False
-    try:
-        digest = write_file(tmp, lambda fh: np.savez(fh, **arrays))
-        files = list(document.get("files", []))
-        document["files"] = files if SCORES_FILE in files else [*files, SCORES_FILE]
-        document["checksums"] = {**document.get("checksums", {}), SCORES_FILE: digest}
-        replace_json(model_dir / METADATA_FILE, document)
-        recorded = True
-        os.replace(tmp, target)
-        fsync_dir(model_dir)
-    except OSError as exc:
-        if recorded:  # an older scores file no longer matches the recorded checksum
-            target.unlink(missing_ok=True)
-        raise ModelError(f"model version {model_dir.name!r}: writing {SCORES_FILE} failed "
-                         f"({exc}); the version stays unscored") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("saved scores of model version %s (%s)", model_dir.name, target)
-    return target
-
-
 # --------------------------------------------------------------------------- read
-
-def model_metadata(model_dir: Path) -> dict[str, Any]:
-    """metadata.json of the version in `model_dir`.
-
-    Raises:
-        ModelError: no such version, or its metadata.json is unreadable.
-    """
-    model_dir = Path(model_dir)
-    meta_file = model_dir / METADATA_FILE
-    if not meta_file.is_file():
-        if not model_dir.is_dir():
-            raise ModelError(f"no model version {model_dir.name!r} in {model_dir.parent}")
-        raise _error(model_dir, METADATA_FILE, "is missing: the version is incomplete")
-    try:
-        document = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _error(model_dir, METADATA_FILE, f"is unreadable ({exc})") from exc
-    if not isinstance(document, dict):
-        raise _error(model_dir, METADATA_FILE, "is not a JSON object")
-    return document
-
 
 def read_metadata(models_root: Path, version: str) -> dict[str, Any]:
     """metadata.json of `version` under `models_root`; ModelError when it does not exist."""
     return model_metadata(model_path(models_root, version))
-
-
-def _load_npz(model_dir: Path, name: str) -> dict[str, np.ndarray]:
-    path = model_dir / name
-    if not path.is_file():
-        raise _error(model_dir, name, "is missing")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _error(model_dir, name, f"is unreadable, truncated or damaged ({exc})") from exc
 
 
 def load_model(model_dir: Path) -> tuple[AlternatingLeastSquares, np.ndarray, np.ndarray,
@@ -304,55 +235,53 @@ def load_model(model_dir: Path) -> tuple[AlternatingLeastSquares, np.ndarray, np
     if missing:
         raise ModelError(f"model version {model_dir.name!r} in {model_dir} lacks {missing}")
     metadata = model_metadata(model_dir)
-    ids = _load_npz(model_dir, IDS_FILE)
+    ids = load_npz(model_dir, IDS_FILE)
     try:
         user_ids = ids["user_ids"].astype(object)
         item_ids = ids["item_ids"].astype(object)
     except KeyError as exc:
-        raise _error(model_dir, IDS_FILE, f"lacks {exc}") from exc
+        raise version_error(model_dir, IDS_FILE, f"lacks {exc}") from exc
     try:
         with threadpool_limits(1, "blas"):  # implicit's constructor warns about threaded BLAS
             model = AlternatingLeastSquares.load(str(model_dir / MODEL_FILE))
         n_users, n_items = model.user_factors.shape[0], model.item_factors.shape[0]
     except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
-        raise _error(model_dir, MODEL_FILE, f"is unreadable, truncated or damaged ({exc})"
-                     ) from exc
+        raise version_error(model_dir, MODEL_FILE,
+                            f"is unreadable, truncated or damaged ({exc})") from exc
     if n_users != len(user_ids) or n_items != len(item_ids):
-        raise _error(model_dir, MODEL_FILE, f"({n_users} x {n_items}) does not match {IDS_FILE} "
-                     f"({len(user_ids)} x {len(item_ids)})")
+        raise version_error(model_dir, MODEL_FILE, f"({n_users} x {n_items}) does not match "
+                            f"{IDS_FILE} ({len(user_ids)} x {len(item_ids)})")
     return model, user_ids, item_ids, metadata
 
 
-def scores_path(model_dir: Path) -> Path:
-    """Where the scores of the version in `model_dir` are (whether or not it was scored)."""
-    return Path(model_dir) / SCORES_FILE
-
-
-def load_scores(model_dir: Path) -> dict[str, np.ndarray]:
-    """The arrays of the version's scores.npz (see `training.stage.score_run_model`).
+def load_training_matrix(model_dir: Path) -> sp.csr_matrix:
+    """The users x items matrix the version was fitted on (rows = its user ids).
 
     Raises:
-        ModelError: the version was never scored, or its scores file is unreadable or lacks an
-            array.
+        ModelError: the version has no matrix.npz (saved before it was kept), or the file is
+            unreadable or does not fit the model's shape.
     """
     model_dir = Path(model_dir)
-    if not scores_path(model_dir).is_file():
-        model_metadata(model_dir)  # a missing version says so first
-        raise _error(model_dir, SCORES_FILE, "is missing: the version was never scored")
-    arrays = _load_npz(model_dir, SCORES_FILE)
-    missing = [key for key in SCORE_ARRAYS if key not in arrays]
-    if missing:
-        raise _error(model_dir, SCORES_FILE, f"lacks arrays {missing}")
-    return arrays
+    metadata = model_metadata(model_dir)
+    arrays = load_npz(model_dir, MATRIX_FILE)
+    shape = (int(metadata.get("n_users", -1)), int(metadata.get("n_items", -1)))
+    try:
+        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]),
+                               shape=shape, copy=False)
+        return check_csr(matrix, name=f"{model_dir.name}/{MATRIX_FILE}")
+    except (KeyError, ValueError, ModelError) as exc:
+        raise version_error(model_dir, MATRIX_FILE, f"does not hold a {shape} CSR matrix "
+                            f"({exc})") from exc
 
 
 def verify_model(model_dir: Path, *, scores: bool = False) -> dict[str, Any]:
     """Check that every file of a version is present, intact and loadable; its metadata.
 
-    Each file listed in metadata.json must exist and match its recorded sha256 (versions saved
-    before checksums skip that), every .npz must pass its zip CRC check, the model must load and
-    match its ids, and scores (when present, or required by `scores=True`, as before a publish)
-    must hold every array with one row per user / item.
+    Each file listed in metadata.json (score parts included) must exist and match its recorded
+    sha256 (versions saved before checksums skip that), every .npz must pass its zip CRC check,
+    the model must load and match its ids, and scores (when present, or required by
+    `scores=True`, as before a publish) must cover every user once and every item
+    (`training.scores.verify_scores`).
 
     Raises:
         ModelError: naming the version and the first file that fails.
@@ -360,34 +289,30 @@ def verify_model(model_dir: Path, *, scores: bool = False) -> dict[str, Any]:
     model_dir = Path(model_dir)
     metadata = model_metadata(model_dir)
     checksums: dict[str, str] = metadata.get("checksums", {})
-    names = [n for n in metadata.get("files", []) if n not in (METADATA_FILE, SCORES_FILE)]
+    names = [n for n in metadata.get("files", []) if n != METADATA_FILE]
     names = [*dict.fromkeys([MODEL_FILE, IDS_FILE, *names])]
-    if scores or scores_path(model_dir).is_file():
-        names.append(SCORES_FILE)
+    scored = is_scored(model_dir)
+    if scores and not scored:
+        raise version_error(model_dir, SCORES_DIR, "is missing: the version was never scored")
     for name in names:
         path = model_dir / name
         if not path.is_file():
-            never = ": the version was never scored" if name == SCORES_FILE else ""
-            raise _error(model_dir, name, f"is missing{never}")
+            raise version_error(model_dir, name, "is missing")
         if name in checksums and file_sha256(path) != checksums[name]:
-            raise _error(model_dir, name, "does not match its recorded sha256 (truncated or "
-                         "changed after it was written)")
+            raise version_error(model_dir, name, "does not match its recorded sha256 "
+                                "(truncated or changed after it was written)")
         if name.endswith(".npz"):
             try:
                 with zipfile.ZipFile(path) as archive:
                     bad = archive.testzip()
             except (OSError, zipfile.BadZipFile) as exc:
-                raise _error(model_dir, name, f"is not a readable npz archive ({exc})") from exc
+                raise version_error(model_dir, name, f"is not a readable npz archive ({exc})"
+                                    ) from exc
             if bad is not None:
-                raise _error(model_dir, name, f"has a damaged member {bad!r}")
+                raise version_error(model_dir, name, f"has a damaged member {bad!r}")
     _, user_ids, item_ids, _ = load_model(model_dir)
-    if SCORES_FILE in names:
-        arrays = load_scores(model_dir)
-        for key, rows in (("rec_items", len(user_ids)), ("rec_scores", len(user_ids)),
-                          ("similar_items", len(item_ids)), ("similar_scores", len(item_ids))):
-            if arrays[key].shape[0] != rows:
-                raise _error(model_dir, SCORES_FILE, f"array {key} has {arrays[key].shape[0]} "
-                             f"rows, expected {rows}")
+    if scored:
+        verify_scores(model_dir, n_users=len(user_ids), n_items=len(item_ids))
     return metadata
 
 
@@ -452,7 +377,8 @@ def _remove_stale_leftovers(models_root: Path) -> list[str]:
     """Delete what crashed writes left (dot-named partial folders and temporary files)."""
     cutoff = time.time() - _STALE_AFTER_S
     removed = []
-    leftovers = [*models_root.glob(".*.partial"), *models_root.glob("*/.*.tmp")]
+    leftovers = [*models_root.glob(".*.partial"), *models_root.glob("*/.*.tmp"),
+                 *models_root.glob(f"*/{SCORES_DIR}/.*.tmp")]
     for path in leftovers:
         try:
             if path.stat().st_mtime >= cutoff:

@@ -29,6 +29,7 @@ from recsys.errors import ModelError
 from recsys.progress import ProgressCallback, report_progress
 from training.data import InteractionMatrix, check_csr
 from training.evaluate import (
+    REFIT_ITERATIONS,
     TrainResult,
     evaluate_and_refit,
     evaluation_users,
@@ -258,9 +259,11 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
                         holdout_fraction: float = 0.25, split: str = "random",
                         objective: str = "ndcg", max_trials: int | None = None,
                         num_threads: int = 0, max_eval_users: int | None = None,
-                        als_device: str = "cpu", progress: ProgressCallback | None = None
+                        als_device: str = "cpu", refit_iterations: int = REFIT_ITERATIONS,
+                        progress: ProgressCallback | None = None
                         ) -> tuple[TrainResult, SearchResult]:
-    """The full protocol: holdout split -> search on train only -> test metrics -> refit on all.
+    """The full protocol: holdout split -> search on train only -> test metrics -> fit on all
+    (warm-started from the test model, `training.evaluate.evaluate_and_refit`).
 
     Args:
         data: all interactions.
@@ -276,10 +279,11 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
         max_eval_users: evaluate trials and the test split on a seeded sample of this many
             users (`training.evaluate.evaluation_users`); None: all users.
         als_device: where the trials and the final fits run (`training.model.fit_als`).
+        refit_iterations: sweeps of the warm-started fit on all data (`evaluate_and_refit`).
         progress: told after each trial, then as `evaluate_and_refit` goes.
 
     Returns:
-        (TrainResult of the chosen parameters with its test metrics and the model refitted on all
+        (TrainResult of the chosen parameters with its test metrics and the model fitted on all
         data, SearchResult with every trial).
     """
     train, test, train_last_ts = holdout_split(data.matrix, holdout_fraction, seed, split=split,
@@ -292,5 +296,6 @@ def search_and_evaluate(data: InteractionMatrix, space: SearchSpace, *, seed: in
     result = evaluate_and_refit(data, train, test, search.best, k=k,
                                 holdout_fraction=holdout_fraction, split=split,
                                 num_threads=num_threads, max_eval_users=max_eval_users,
-                                als_device=als_device, progress=progress)
+                                als_device=als_device, refit_iterations=refit_iterations,
+                                progress=progress)
     return result, search

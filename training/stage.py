@@ -6,27 +6,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
-
 from features.snapshot import Manifest
 from recsys.errors import ModelError
 from recsys.hashing import file_sha256
-from recsys.progress import ProgressCallback
+from recsys.partitions import Mapper, serial_map
+from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
-from training import gpu_scoring
-from training.data import load_interactions, to_csr
+from training.data import load_interactions
 from training.evaluate import TrainResult, train_and_evaluate
-from training.explain import explain_recommendations
-from training.model import (
-    AlsParams,
-    apply_weighting,
-    popular_items,
-    recommend_top_n,
-    similar_items_top_n,
-)
-from training.registry import load_model, save_model, save_scores
+from training.model import AlsParams
+from training.registry import model_metadata, save_model
+from training.scores import ITEMS_PART, commit_scores, start_scores
+from training.scoring import release_scoring_inputs, score_part
 from training.search import SearchSpace, search_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -60,7 +51,8 @@ def _data_hashes(manifest: Manifest) -> dict[str, Any]:
 def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
                     search: bool | None = None,
                     progress: ProgressCallback | None = None) -> tuple[Path, TrainResult]:
-    """Fit on a holdout split, evaluate against popularity, refit on all, save to the registry.
+    """Fit on a holdout split, evaluate against popularity, fit on all data warm-started from the
+    holdout model, save to the registry.
 
     Args:
         manifest: the feature snapshot to train on.
@@ -86,7 +78,7 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
             objective=settings.search_objective,
             max_eval_users=settings.eval_max_users,
             max_trials=settings.search_max_trials, als_device=settings.als_device,
-            progress=progress)
+            refit_iterations=settings.refit_iterations, progress=progress)
         metadata["search"] = found.summary()
         extra_files = {SEARCH_TRIALS_JSONL: found.trials_jsonl(),
                        SEARCH_TRIALS_MD: found.trials_markdown()}
@@ -95,54 +87,58 @@ def train_run_model(manifest: Manifest, *, version: str, settings: Settings,
                                     holdout_fraction=settings.holdout_fraction,
                                     split=settings.holdout_split,
                                     max_eval_users=settings.eval_max_users,
-                                    als_device=settings.als_device, progress=progress)
+                                    als_device=settings.als_device,
+                                    refit_iterations=settings.refit_iterations,
+                                    progress=progress)
     model_dir = save_model(result, data, models_root=settings.models_dir, version=version,
                            metadata=metadata, extra_files=extra_files)
     return model_dir, result
 
 
-def _recommend_all_users(model: AlternatingLeastSquares, matrix: sp.csr_matrix,
-                         settings: Settings, progress: ProgressCallback | None
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Top `settings.top_n` unseen items of every user on `settings.score_backend`."""
-    if settings.score_backend == "gpu":
-        # torch is optional: gpu_scoring imports it only when it runs
-        return gpu_scoring.recommend_top_n_torch(model, matrix, settings.top_n, device="cuda")
-    return recommend_top_n(model, matrix, settings.top_n, progress=progress,
-                           step="score users")
-
-
 def score_run_model(model_dir: Path, manifest: Manifest, *, settings: Settings,
-                    progress: ProgressCallback | None = None) -> Path:
+                    progress: ProgressCallback | None = None,
+                    mapper: Mapper = serial_map) -> Path:
     """Top-N per user, similar items per item, the popular list and, when `settings.explain_n`
-    > 0, the past items that explain each recommendation; saved (atomically) as the version's
-    scores by `training.registry.save_scores`.
+    > 0, the past items that explain each recommendation; saved as the version's scores.
 
-    scores.npz keys: rec_items, rec_scores (n_users, N); similar_items, similar_scores
-    (n_items, M); popular_items, popular_scores (P,); and with explanations rec_explain_items
-    (n_users, N, E) int32 (-1 pads) and rec_explain_scores (n_users, N, E) float32.
+    The work runs as `settings.partition_count` user partitions plus one items part, each a call
+    of `training.scoring.score_part` through `mapper` (`recsys.partitions`): in this process by
+    default, on Dask workers when the flow passes its mapper. Every part writes its own file;
+    once all are written the scores are committed in one metadata write
+    (`training.scores.commit_scores`), so a failed or interrupted run leaves the version
+    unscored. See `training.scores` for the layout and its readers (`load_score_part`,
+    `load_item_scores`, `load_scores`).
 
     The top-N per user runs on `settings.score_backend`: implicit on the CPU, or torch on a CUDA
     GPU (`training.gpu_scoring`; a ModelError when torch or CUDA is missing, never a fall-back).
-    `progress` is told the users scored (CPU backend) and the items done for similar items,
-    batch by batch (steps ``score users`` and ``similar items``).
+    `progress` is told the users scored and the items done (steps ``score users`` and
+    ``similar items``) once the parts have finished.
+
+    Returns:
+        The version's scores folder.
+
+    Raises:
+        ModelError: the version was trained on another feature snapshot, cannot be read, or a
+            part failed.
     """
-    model, user_ids, item_ids, metadata = load_model(model_dir)
-    data = load_interactions(manifest.view_path("interactions"))
-    if not (np.array_equal(data.user_ids, user_ids) and np.array_equal(data.item_ids, item_ids)):
-        raise ModelError(f"model {model_dir.name} ids do not match snapshot {manifest.snapshot_id}")
-    rec_items, rec_scores = _recommend_all_users(model, data.matrix, settings, progress)
-    sim_items, sim_scores = similar_items_top_n(model, settings.similar_n, progress=progress)
-    pop_items, pop_scores = popular_items(data.matrix, settings.popular_n)
-    arrays: dict[str, np.ndarray] = {
-        "rec_items": rec_items, "rec_scores": rec_scores, "similar_items": sim_items,
-        "similar_scores": sim_scores, "popular_items": pop_items, "popular_scores": pop_scores}
-    if settings.explain_n > 0:
-        params = AlsParams(**metadata["params"])
-        confidence = to_csr(apply_weighting(data.matrix, params.weighting) * params.alpha)
-        explain_items, explain_scores = explain_recommendations(
-            np.asarray(model.item_factors), confidence, rec_items,
-            regularization=params.regularization, n_explain=settings.explain_n)
-        arrays["rec_explain_items"] = explain_items
-        arrays["rec_explain_scores"] = explain_scores
-    return save_scores(model_dir, arrays)
+    model_dir = Path(model_dir)
+    metadata = model_metadata(model_dir)
+    trained_on = metadata.get("feature_snapshot")
+    if trained_on is not None and trained_on != manifest.snapshot_id:
+        raise ModelError(f"model {model_dir.name} was trained on feature snapshot {trained_on}, "
+                         f"not {manifest.snapshot_id}")
+    n_parts = settings.partition_count
+    start_scores(model_dir)
+    # the items part first: with several workers it runs beside the user parts
+    args = [(str(model_dir), part, n_parts, settings.top_n, settings.explain_n,
+             settings.similar_n, settings.popular_n, settings.score_backend)
+            for part in (n_parts, *range(n_parts))]
+    try:
+        done = mapper("score", score_part, args)
+    finally:
+        release_scoring_inputs()  # the local parts' model copy; workers keep theirs
+    rows = {name: count for name, _, count in done}
+    report_progress(progress, "score users", int(metadata["n_users"]), int(metadata["n_users"]))
+    report_progress(progress, "similar items", rows[ITEMS_PART], rows[ITEMS_PART])
+    return commit_scores(model_dir, n_parts, {name: digest for name, digest, _ in done},
+                         explained=settings.explain_n > 0)

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from bench.workspace import RUN_ID, Size, bench_settings, phase_main, read_output
-from features.registry import DEFAULT_PARAMS, REGISTRY
+from features.registry import DEFAULT_PARAMS, PARTIALS, REGISTRY, partial_sql
 from features.stage import build_features_as_of
 
 
@@ -32,9 +32,10 @@ def bare_view_copy(files: dict[str, Sequence[Path]], out: Path, *, threads: int 
     """Every registered view's SQL through plain DuckDB `COPY ... TO parquet` into `out`.
 
     The same relations the feature store registers (`raw_<dataset>`, `item_genres`,
-    `build_params` with the default parameters) over one batch's validated files, without the
-    store's as-of rules, manifest, hashing, schema checks or atomic renames: the raw baseline of
-    the feature build.
+    `build_params` with the default parameters, the item views' partial aggregates over the
+    whole batch as one part) over one batch's validated files, without the store's as-of rules,
+    user partitions, manifest, hashing, schema checks or atomic renames: the raw baseline of the
+    feature build.
 
     Args:
         files: "users", "items", "interactions" -> that batch's parquet files.
@@ -63,6 +64,10 @@ def bare_view_copy(files: dict[str, Sequence[Path]], out: Path, *, threads: int 
                     f"{DEFAULT_PARAMS['recent_days']}::INTEGER AS recent_days, "
                     f"{DEFAULT_PARAMS['top_genres']}::INTEGER AS top_genres "
                     "FROM raw_interactions")
+        # The item views merge per-part aggregates (`features.parts`); bare, there is one part,
+        # the whole batch, and its aggregate is a plain view that DuckDB inlines.
+        for name in PARTIALS:
+            con.execute(f"CREATE VIEW {_ident(name)} AS {partial_sql(name)}")
         for view in REGISTRY.values():
             con.execute(f"COPY ({view.sql}) TO {_lit(out / (view.name + '.parquet'))} "
                         "(FORMAT parquet, COMPRESSION zstd)")

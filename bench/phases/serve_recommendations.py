@@ -1,9 +1,20 @@
-"""Stage `serving`: the API under `wrk` beside a bare pymongo `find_one` loop on the same ids."""
+"""Stage `serving`: the API's user recommendations beside the same server's `/health`, under wrk.
+
+Issue 14's serving target is a throughput ratio against the framework's floor: with one worker
+and the cache on, `GET /users/{id}/recommendations?k=10` at >= 0.7x the requests per second of
+the same server's `GET /health`, both measured by `wrk` (a separate load process, one thread)
+at 16 connections. Each side starts its own API process (`recsys serve`, 1 worker, rate limit
+off) over the version the publish stage served, warms it up, then measures; the peak RSS
+reported is the API server's (`VmHWM` of its process), not this child's.
+
+The full serving benchmark (cache on and off, 1 and 2 workers, several concurrencies) is
+`python -m bench serving-load` (`bench/serving_load.py`); this row repeats the headline
+measurement on the data the pipeline published at the run's size.
+"""
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -13,27 +24,36 @@ from typing import Any
 
 import httpx
 import numpy as np
-from pymongo import MongoClient
 
-from bench.child_process import REPO
-from bench.workspace import DB_NAME, RUN_ID, SEED, Size, bench_settings, phase_main, read_output
-from recsys.mongo import recs_collection
+from bench.child_process import REPO, process_peak_rss_mib
+from bench.workspace import DB_NAME, SEED, Size, bench_settings, phase_main, read_output
 from recsys.mongo_server import free_port
 from training.registry import load_model
 
 HOT_USERS = 1000  # requests draw from this many users: a hot set the API's cache can hold
+CONNECTIONS = 16
+WRK_THREADS = 1  # as `python -m bench serving-load` runs it
+WARM_UP_SECONDS = 3
 
-WRK_SCRIPT = """
+# `done` prints one machine-readable line: requests, duration (us), p50, p99 (us), errors.
+_WRK_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status
+    + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout))
+end
+"""
+_RECS_REQUEST = """
 local ids = {%s}
 math.randomseed(42)
 request = function()
   return wrk.format("GET", "/users/" .. ids[math.random(#ids)] .. "/recommendations?k=10")
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status
-    + summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout))
+"""
+_HEALTH_REQUEST = """
+request = function()
+  return wrk.format("GET", "/health")
 end
 """
 
@@ -44,26 +64,6 @@ def serving_users(work: Path) -> list[str]:
     rng = np.random.default_rng(SEED)
     return [str(u) for u in rng.choice(np.asarray(user_ids),
                                        size=min(HOT_USERS, len(user_ids)), replace=False)]
-
-
-def baseline(work: Path, size: Size, uri: str) -> dict[str, Any]:
-    """A pymongo `find_one({"_id": user})` loop on the published recommendations, 1 thread."""
-    users = serving_users(work)
-    client: MongoClient = MongoClient(uri)
-    coll = client[DB_NAME][recs_collection(RUN_ID)]
-    rng = random.Random(SEED)
-    latencies: list[float] = []
-    end = time.perf_counter() + size.serving_seconds
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        coll.find_one({"_id": rng.choice(users)})
-        latencies.append(time.perf_counter() - started)
-    client.close()
-    latencies.sort()
-    return {"seconds": size.serving_seconds, "requests": len(latencies),
-            "rps": len(latencies) / size.serving_seconds,
-            "p50_ms": 1000 * latencies[len(latencies) // 2],
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
 def _wait_ready(url: str, seconds: float = 60) -> None:
@@ -80,37 +80,52 @@ def _wait_ready(url: str, seconds: float = 60) -> None:
 
 
 def _wrk(url: str, script: Path, seconds: int) -> list[int]:
-    out = subprocess.run(["wrk", "-t1", "-c1", f"-d{seconds}s", "-s", str(script), url],
+    out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s",
+                          "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     return [int(v) for v in next(x for x in out.splitlines()
                                  if x.startswith("RESULT")).split()[1:]]
 
 
-def ours(work: Path, size: Size, uri: str) -> dict[str, Any]:
-    """The API in its own uvicorn process, loaded by `wrk` (another process), 1 connection."""
+def _load_api(work: Path, size: Size, uri: str, script_text: str) -> dict[str, Any]:
+    """Start the API, warm it up with `script_text`'s requests, measure them with wrk."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     settings = bench_settings(work, uri)
-    script = work / "recs.lua"
-    script.write_text(WRK_SCRIPT % ", ".join(f'"{u}"' for u in serving_users(work)))
+    script = work / "serving.lua"
+    script.write_text(script_text + _WRK_DONE)
     port = free_port()
     env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DB": DB_NAME,
            "RECSYS_DATA_DIR": str(settings.data_dir), "RECSYS_API_RATE_LIMIT_PER_SECOND": "0"}
+    # as production starts it (`recsys serve`); with one worker uvicorn serves in this process
     api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "serving.api.main:app_from_environment",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        [sys.executable, "-m", "recsys", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url)
-        _wrk(url, script, 3)  # warm-up: fills the cache for the hot set, as in production
+        _wrk(url, script, WARM_UP_SECONDS)  # fills the cache for the hot set, as in production
         requests, duration_us, p50_us, p99_us, errors = _wrk(url, script, size.serving_seconds)
+        api_peak = process_peak_rss_mib(api.pid)
     finally:
         api.terminate()
         api.wait(15)
     return {"seconds": duration_us / 1e6, "requests": requests,
             "rps": requests / (duration_us / 1e6), "p50_ms": p50_us / 1000,
-            "p99_ms": p99_us / 1000, "errors": errors}
+            "p99_ms": p99_us / 1000, "errors": errors, "connections": CONNECTIONS,
+            "workers": 1, "peak_rss_mib": api_peak}
+
+
+def baseline(work: Path, size: Size, uri: str) -> dict[str, Any]:
+    """`GET /health` of the same API (1 worker), wrk at 16 connections: the framework's floor."""
+    return _load_api(work, size, uri, _HEALTH_REQUEST)
+
+
+def ours(work: Path, size: Size, uri: str) -> dict[str, Any]:
+    """`GET /users/{id}/recommendations?k=10` over the hot set, cache on, wrk at 16 connections."""
+    users = serving_users(work)
+    return _load_api(work, size, uri, _RECS_REQUEST % ", ".join(f'"{u}"' for u in users))
 
 
 PHASES = {"baseline": baseline, "ours": ours}

@@ -17,10 +17,10 @@ from recsys.settings import Settings
 from serving.api.active import ActiveState, ActiveVersionCache
 from serving.api.aggregates import VersionCache
 from serving.api.cache import DocumentCache, MongoGuard
+from serving.api.coalesce import ReadCoalescer
 from serving.api.ids import check_entity_id
 from serving.api.metrics import ApiMetrics
-from serving.api.models import FILTER_PATTERN, FilterSpec
-from serving.api.openapi import SETTING_MAXIMUM
+from serving.api.models import FILTER_PATTERN, ListQuery
 from serving.api.security import API_KEY_HEADER, KeyChecker, TokenBucketLimiter
 
 DEFAULT_K = 10
@@ -40,6 +40,7 @@ class Services:
     cache: DocumentCache
     guard: MongoGuard
     metrics: ApiMetrics
+    reads: ReadCoalescer
     aggregates: VersionCache = field(default_factory=VersionCache)
 
 
@@ -47,19 +48,33 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_services(request: Request) -> Services:
+def services(request: Request) -> Services:
+    """This process's services (built in the lifespan)."""
     return request.app.state.services
 
 
-async def get_db(request: Request) -> AsyncDatabase:
-    return request.app.state.services.db
+def active_state(svc: Services) -> ActiveState:
+    """The version being served.
 
-
-async def get_active(request: Request) -> ActiveState:
-    state = request.app.state.services.active.state
+    Raises:
+        ServiceUnavailable: no version is active yet (503).
+    """
+    state = svc.active.state
     if state is None:
         raise ServiceUnavailable("no model version is active yet")
     return state
+
+
+async def get_services(request: Request) -> Services:
+    return services(request)
+
+
+async def get_db(request: Request) -> AsyncDatabase:
+    return services(request).db
+
+
+async def get_active(request: Request) -> ActiveState:
+    return active_state(services(request))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -103,6 +118,12 @@ def _guard(request: Request, key: str | None, *, admin: bool) -> None:
 async def require_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Every endpoint but /health: a valid key when keys are configured, then the rate limit."""
     _guard(request, key, admin=False)
+
+
+def check_key(request: Request) -> None:
+    """`require_key` for a caller that holds only the request (`lean_route.LeanRoute`): the
+    header as `APIKeyHeader` reads it (an empty value is no key)."""
+    _guard(request, request.headers.get(API_KEY_HEADER) or None, admin=False)
 
 
 async def require_key_or_param(
@@ -199,46 +220,8 @@ def build_options(
                        explain=explain)
 
 
-_K_DOC = "items per page, 1..{0}; default min(10, {0})"
-_EXCLUDE_DOC = "item ids to leave out (repeat the parameter or separate with commas)"
-_GENRE_DOC = "keep items of this genre (shorthand for filter=genres:VALUE)"
-_FILTER_DOC = "attribute:value on materialised item attributes, e.g. genres:Comedy; all must match"
-
-
-def _k(setting: str, limit_name: str) -> object:
-    return Query(ge=1, description=_K_DOC.format(limit_name),
-                 json_schema_extra={SETTING_MAXIMUM: setting})
-
-
-def _offset(setting: str) -> object:
-    return Query(ge=0, description="items to skip (pagination)",
-                 json_schema_extra={SETTING_MAXIMUM: setting})
-
-
-async def get_rec_options(
-    settings: SettingsDep,
-    k: Annotated[int | None, _k("top_n", "RECSYS_TOP_N")] = None,
-    offset: Annotated[int, _offset("top_n")] = 0,
-    exclude: Annotated[list[str] | None, Query(description=_EXCLUDE_DOC)] = None,
-    genre: Annotated[list[str] | None, Query(description=_GENRE_DOC)] = None,
-    filter: Annotated[list[FilterSpec] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
-    explain: Annotated[bool, Query(description="add `because` to each item")] = False,
-) -> ListOptions:
-    return build_options(k=k, limit=settings.top_n, offset=offset, exclude=exclude,
-                         genre=genre, filters=filter, explain=explain)
-
-
-async def get_similar_options(
-    settings: SettingsDep,
-    k: Annotated[int | None, _k("similar_n", "RECSYS_SIMILAR_N")] = None,
-    offset: Annotated[int, _offset("similar_n")] = 0,
-    exclude: Annotated[list[str] | None, Query(description=_EXCLUDE_DOC)] = None,
-    genre: Annotated[list[str] | None, Query(description=_GENRE_DOC)] = None,
-    filter: Annotated[list[FilterSpec] | None, Query(description=_FILTER_DOC)] = None,  # noqa: A002
-) -> ListOptions:
-    return build_options(k=k, limit=settings.similar_n, offset=offset, exclude=exclude,
-                         genre=genre, filters=filter, explain=False)
-
-
-RecOptionsDep = Annotated[ListOptions, Depends(get_rec_options)]
-SimilarOptionsDep = Annotated[ListOptions, Depends(get_similar_options)]
+def query_options(query: ListQuery, limit: int) -> ListOptions:
+    """`build_options` for the query model of a list endpoint (`explain` where it has one)."""
+    return build_options(k=query.k, limit=limit, offset=query.offset, exclude=query.exclude,
+                         genre=query.genre, filters=query.filter,
+                         explain=getattr(query, "explain", False))

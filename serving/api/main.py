@@ -28,6 +28,7 @@ from recsys.mongo import CODEC_OPTIONS, async_mongo_client
 from recsys.settings import Settings, load_settings
 from serving.api.active import POLL_TIMEOUT_S, ActiveState, ActiveVersionCache
 from serving.api.cache import DocumentCache, MongoGuard, is_outage, is_unavailable
+from serving.api.coalesce import ReadCoalescer
 from serving.api.deps import Services, require_key
 from serving.api.docs import install_docs
 from serving.api.logs import json_logging
@@ -35,6 +36,7 @@ from serving.api.metrics import ApiMetrics, multiprocess_dir
 from serving.api.middleware import RequestMiddleware
 from serving.api.models import error_responses
 from serving.api.openapi import install_openapi
+from serving.api.queries import BATCH_READ_IDS
 from serving.api.routes import (
     admin,
     catalogue,
@@ -104,7 +106,8 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
 
     active = ActiveVersionCache(db, on_change=on_change, on_poll=on_poll)
     app.state.services = Services(settings=settings, db=db, active=active, cache=cache,
-                                  guard=guard, metrics=metrics)
+                                  guard=guard, metrics=metrics,
+                                  reads=ReadCoalescer(guard, max_ids=BATCH_READ_IDS))
     try:
         with pymongo.timeout(min(settings.mongodb_timeout_ms, 2000) / 1000):
             await active.refresh()
@@ -219,7 +222,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_openapi(app, settings)
     install_docs(app)
     app.add_middleware(RequestMiddleware, metrics=metrics,
-                       max_body_bytes=settings.api_max_body_bytes)
+                       max_body_bytes=settings.api_max_body_bytes,
+                       access_log=settings.api_access_log)
     return app
 
 

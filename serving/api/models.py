@@ -70,6 +70,48 @@ class UserRecommendationsPublic(_Page):
     items: list[RecommendedItem]
 
 
+_K_DOC = "items per page, 1..{0}; default min(10, {0})"
+_EXCLUDE_DOC = "item ids to leave out (repeat the parameter or separate with commas)"
+_GENRE_DOC = "keep items of this genre (shorthand for filter=genres:VALUE)"
+_FILTER_DOC = "attribute:value on materialised item attributes, e.g. genres:Comedy; all must match"
+
+
+def _k(setting: str, variable: str) -> Any:
+    return Field(None, ge=1, description=_K_DOC.format(variable),
+                 json_schema_extra={SETTING_MAXIMUM: setting})
+
+
+def _offset(setting: str) -> Any:
+    return Field(0, ge=0, description="items to skip (pagination)",
+                 json_schema_extra={SETTING_MAXIMUM: setting})
+
+
+class ListQuery(BaseModel):
+    """The query string of a ranked-list endpoint (`Annotated[..., Query()]`: one query
+    parameter per field). The bounds that are settings are checked by `deps.build_options`."""
+
+    k: int | None = None
+    offset: int = 0
+    exclude: list[str] | None = Field(None, description=_EXCLUDE_DOC)
+    genre: list[str] | None = Field(None, description=_GENRE_DOC)
+    filter: list[FilterSpec] | None = Field(None, description=_FILTER_DOC)
+
+
+class RecQuery(ListQuery):
+    """`GET /users/{user_id}/recommendations` options."""
+
+    k: int | None = _k("top_n", "RECSYS_TOP_N")
+    offset: int = _offset("top_n")
+    explain: bool = Field(False, description="add `because` to each item")
+
+
+class SimilarQuery(ListQuery):
+    """`GET /items/{item_id}/similar` options."""
+
+    k: int | None = _k("similar_n", "RECSYS_SIMILAR_N")
+    offset: int = _offset("similar_n")
+
+
 class BatchRecommendationsRequest(BaseModel):
     """`POST /recommendations/batch`: the same options as the GET endpoint, in the body."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import markdown, summarize
+from bench.report import END_TO_END_TARGET, SERVING_TARGET, TARGETS, markdown, summarize
 from bench.runner import parse_args, phase_order, results_dir, run_benchmark
 from bench.workspace import PIPELINE_STAGES, STAGES, Size
 from recsys.settings import Settings
@@ -48,8 +48,45 @@ def test_summary_sums_the_pipeline_stages_and_keeps_serving_apart() -> None:
     assert e2e["peak_rss_mib"] == 900.0
     table = markdown({**results, "summary": summary})
     assert "| **end to end** (validation..publish) | **70.0** |" in table
-    assert "| publish | 30.0 | insert_many of the same documents | 30.0 | 1.00 |" in table
+    assert "| publish | 30.0 | insert_many of the same documents | 30.0 | 1.00 | <= 1.1 | met |" \
+        in table
     assert "10 docs/s" in table
+
+
+def test_every_row_is_marked_against_issue_14s_target() -> None:
+    assert TARGETS == {"validation": 2.0, "features": 1.3, "training": 1.2, "publish": 1.1}
+    assert (END_TO_END_TARGET, SERVING_TARGET) == (1.2, 0.7)
+    results = {
+        "size": {"name": "t", "interactions": 1000, "users": 10, "items": 5,
+                 "serving_seconds": 1},
+        "machine": {"cpus": 2, "memory_gib": 24.0, "load_average_at_start": [1.5, 1, 1]},
+        "started_at": "now",
+        "phases": {
+            "generate": _phase(0.5),
+            "validation/baseline": _phase(1.0), "validation/ours": _phase(2.5),  # 2.5 > 2
+            "features/baseline": _phase(10.0), "features/ours": _phase(13.0),  # at the target
+            "training/baseline": _phase(20.0), "training/ours": _phase(23.0),
+            "publish/baseline": _phase(30.0, documents=300), "publish/ours": _phase(34.0),
+            "serving/baseline": _phase(5.0, rps=1000.0),
+            "serving/ours": _phase(5.0, rps=650.0, connections=16, p50_ms=1.0, p99_ms=9.0),
+        },
+    }
+    summary = summarize(results)
+    met = {stage: (row["target"], row["met"]) for stage, row in summary["stages"].items()}
+    assert met == {"validation": (2.0, False), "features": (1.3, True),
+                   "training": (1.2, True), "publish": (1.1, False), "serving": (0.7, False)}
+    assert summary["end_to_end"]["ratio"] == pytest.approx(72.5 / 61)
+    assert (summary["end_to_end"]["target"], summary["end_to_end"]["met"]) == (1.2, True)
+    table = markdown({**results, "summary": summary})
+    assert "| validation | 2.5 | DuckDB COPY (SELECT * FROM <batch file>) TO parquet | 1.0 | " \
+        "2.50 | <= 2 | **not met** |" in table
+    assert "| features | 13.0 | DuckDB COPY of the view SQL | 10.0 | 1.30 | <= 1.3 | met |" \
+        in table
+    assert "| serving | 5.0 | the same server's /health under wrk | 5.0 | 0.65 (req/s) | " \
+        ">= 0.7 | **not met** |" in table
+    assert "| **1.19** | <= 1.2 | met |" in table
+    assert "(load average 1.5)" in table
+    assert "16 connections" in table
 
 
 def test_summary_without_every_stage_has_no_end_to_end() -> None:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from features.snapshot import build_snapshot, build_views, sources_from_store
+from features.snapshot import build_snapshot, build_views
+from features.sources import sources_from_store
 from ingest.raw_store import commit_batch, events_may_repeat, list_batches
 
 from .conftest import write_raw_batch

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from features.registry import REGISTRY
-from features.snapshot import build_snapshot, build_views, sources_from_store
+from features.snapshot import build_snapshot, build_views
+from features.sources import sources_from_store
 from ingest.raw_store import commit_batch
 from recsys.errors import FeatureStoreError
 

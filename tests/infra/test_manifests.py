@@ -32,7 +32,7 @@ def _by_kind(docs: list[dict]) -> dict[str, dict]:
     return {doc["kind"]: doc for doc in docs}
 
 
-@pytest.mark.parametrize("name", ["api.yaml", "prefect-worker.yaml"])
+@pytest.mark.parametrize("name", ["api.yaml", "prefect-worker.yaml", "dask.yaml"])
 def test_k8s_objects_have_the_required_fields(name: str) -> None:
     for doc in _docs(INFRA / "k8s" / name):
         assert {"apiVersion", "kind", "metadata", "spec"} <= set(doc), doc.get("kind")
@@ -82,6 +82,54 @@ def test_worker_polls_the_pool_of_prefect_yaml() -> None:
         "metadata"]["name"]
 
 
+def _container(deployment: dict) -> dict:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_dask_workers_reach_the_scheduler_service_and_share_the_flows_data_dir() -> None:
+    docs = _docs(INFRA / "k8s" / "dask.yaml")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    scheduler = deployments["recsys-dask-scheduler"]
+    worker = deployments["recsys-dask-worker"]
+    flows = _by_kind(_docs(INFRA / "k8s" / "prefect-worker.yaml"))["Deployment"]
+
+    # the Service selects the scheduler pods and exposes 8786 (comms) and 8787 (dashboard)
+    assert service["spec"]["selector"].items() <= scheduler["spec"]["selector"][
+        "matchLabels"].items()
+    scheduler_ports = {p["name"]: p["containerPort"] for p in _container(scheduler)["ports"]}
+    assert {p["port"] for p in service["spec"]["ports"]} == {8786, 8787}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(scheduler_ports)
+    assert _container(scheduler)["command"][:2] == ["dask", "scheduler"]
+
+    # the workers run the project's image and connect to the Service by name
+    command = _container(worker)["command"]
+    assert command[:3] == ["dask", "worker",
+                           f"tcp://{service['metadata']['name']}:8786"]
+    assert _container(worker)["image"] == _container(flows)["image"]
+    assert _container(scheduler)["image"] == _container(flows)["image"]
+
+    # the same data volume at the same path as the flows, and the same data dir setting
+    def mounts(deployment: dict) -> dict[str, str]:
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                  for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        return {claims[m["name"]]: m["mountPath"]
+                for m in _container(deployment)["volumeMounts"]}
+
+    assert mounts(worker) == mounts(flows)
+
+    def env(deployment: dict) -> dict[str, str | None]:
+        return {e["name"]: e.get("value") for e in _container(deployment)["env"]}
+
+    assert env(worker)["RECSYS_DATA_DIR"] == env(flows)["RECSYS_DATA_DIR"]
+    assert {"PREFECT_API_URL", "MONGODB_URI", "MONGODB_DB"} <= set(env(worker))
+    assert _container(worker)["resources"]["limits"]["memory"]
+    # the README lines tell the flows where the scheduler is
+    address = f"RECSYS_DASK_ADDRESS=tcp://{service['metadata']['name']}:8786"
+    assert address in (INFRA / "k8s" / "dask.yaml").read_text()
+
+
 def test_compose_services_and_references() -> None:
     compose = yaml.safe_load((INFRA / "compose.yaml").read_text())
     services = compose["services"]
@@ -102,6 +150,15 @@ def test_compose_services_and_references() -> None:
     assert worker_cmd[worker_cmd.index("--pool") + 1] == "recsys-local"
     assert services["worker"]["environment"]["PREFECT_API_URL"].startswith(
         "http://prefect-server:")
+    # the `dask` profile: a scheduler and workers from the same image, on the flows' volume
+    assert services["dask-scheduler"]["profiles"] == services["dask-worker"]["profiles"] == [
+        "dask"]
+    assert services["worker"]["environment"]["RECSYS_DASK_ADDRESS"] == (
+        "tcp://dask-scheduler:8786")
+    assert services["dask-worker"]["command"][:3] == ["dask", "worker",
+                                                      "tcp://dask-scheduler:8786"]
+    assert services["dask-worker"]["image"] == services["worker"]["image"]
+    assert services["dask-worker"]["volumes"] == services["worker"]["volumes"]
 
 
 def test_dockerfile_copies_what_exists() -> None:

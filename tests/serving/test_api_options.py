@@ -260,3 +260,16 @@ def test_json_logging_is_scoped() -> None:
         assert any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
         assert root.propagate is False
     assert (list(root.handlers), root.propagate) == before
+
+
+async def test_access_log_only_when_asked(api, published, caplog) -> None:
+    """One line per request costs throughput: off by default, on with RECSYS_API_ACCESS_LOG."""
+    with caplog.at_level(logging.INFO, logger="serving.api.access"):
+        async with api() as client:
+            await client.get("/users/u0/recommendations")
+        assert not [r for r in caplog.records if r.name == "serving.api.access"]
+        async with api(api_access_log=True) as client:
+            await client.get("/users/u0/recommendations", headers={"X-Request-ID": "log-1"})
+    lines = [r for r in caplog.records if r.name == "serving.api.access"]
+    assert len(lines) == 1 and lines[0].status == 200
+    assert lines[0].route == "/users/{user_id}/recommendations"

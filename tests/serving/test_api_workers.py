@@ -124,3 +124,44 @@ def test_metrics_sum_requests_over_both_workers(
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 0
     assert not folder.exists()  # the start's folder goes with the server
+
+
+def test_worker_connections_get_tcp_nodelay() -> None:
+    """Regression (issue 14): with --workers uvicorn's listening socket has proto 0, so asyncio
+    left Nagle on and every kept-alive answer waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from serving.api.server import NoDelayH11Protocol
+
+    async def app(scope, receive, send) -> None:  # pragma: no cover - never called
+        pass
+
+    class Transport(asyncio.Transport):
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__()
+            self.sock = sock
+
+        def get_extra_info(self, name, default=None):
+            return {"socket": self.sock, "sockname": ("127.0.0.1", 1),
+                    "peername": ("127.0.0.1", 2)}.get(name, default)
+
+    listener = socket.socket(socket.AF_INET)  # as uvicorn binds it for several workers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    loop = asyncio.new_event_loop()
+    try:
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        protocol = NoDelayH11Protocol(config=Config(app=app), server_state=ServerState(),
+                                      app_state={}, _loop=loop)
+        protocol.connection_made(Transport(conn))
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        loop.close()
+        for s in (client, conn, listener):
+            s.close()

@@ -39,16 +39,30 @@ class FakeGpuAls:
         self.kwargs = kwargs
         self.fitted_on: sp.csr_matrix | None = None
         self.cpu_model: AlternatingLeastSquares | None = None
+        self.user_factors: Any = None  # set before `fit` for a warm start, as implicit's
+        self.item_factors: Any = None
+        self.warm_started = False
         FakeGpuAls.built.append(self)
 
     def fit(self, user_items: sp.csr_matrix, show_progress: bool = True,
             callback: Any = None) -> None:  # implicit's GPU fit takes the same callback
         self.fitted_on = user_items
         self.cpu_model = AlternatingLeastSquares(**self.kwargs)
+        if self.user_factors is not None:
+            self.warm_started = True
+            self.cpu_model.user_factors = np.array(self.user_factors.array, np.float32)
+            self.cpu_model.item_factors = np.array(self.item_factors.array, np.float32)
         self.cpu_model.fit(user_items, show_progress=show_progress, callback=callback)
 
     def to_cpu(self) -> AlternatingLeastSquares:
         return self.cpu_model
+
+
+class FakeGpuMatrix:
+    """Stands in for `implicit.gpu.Matrix` (a device copy of a host array)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
 
 
 @pytest.fixture
@@ -60,6 +74,7 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> type[FakeGpuAls]:
     monkeypatch.setattr(implicit.gpu, "HAS_CUDA", True)
     monkeypatch.setattr(implicit.gpu.als, "AlternatingLeastSquares", FakeGpuAls)
+    monkeypatch.setattr(implicit.gpu, "Matrix", FakeGpuMatrix, raising=False)
     monkeypatch.setattr(FakeGpuAls, "built", [])
     return FakeGpuAls
 
@@ -151,8 +166,13 @@ def test_train_and_evaluate_records_the_device(fake_gpu, weighted_params) -> Non
     result = train_and_evaluate(data, weighted_params, k=3, als_device="auto")
     assert result.metrics["als_device"] == "gpu"
     assert len(fake_gpu.built) == 2  # the fit on train and the refit on all data
-    assert fake_gpu.built[1].fitted_on.shape == data.matrix.shape
-    assert result.model is fake_gpu.built[1].cpu_model
+    holdout, refit = fake_gpu.built
+    assert refit.fitted_on.shape == data.matrix.shape
+    assert result.model is refit.cpu_model
+    # the refit starts from the holdout model's factors and runs the refit sweeps only
+    assert not holdout.warm_started and refit.warm_started
+    np.testing.assert_array_equal(refit.user_factors.array, holdout.cpu_model.user_factors)
+    assert refit.kwargs["iterations"] == result.metrics["refit_iterations"] == 3
 
 
 def test_train_and_evaluate_records_cpu_by_default(no_cuda, weighted_params) -> None:

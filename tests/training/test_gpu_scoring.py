@@ -19,6 +19,7 @@ from recsys.settings import Settings
 from training import gpu_scoring
 from training.data import to_csr
 from training.model import PAD_ITEM, PAD_SCORE, AlsParams, fit_als, recommend_top_n
+from training.scores import load_scores
 
 SCORE_TOLERANCE = 1e-5
 
@@ -177,10 +178,10 @@ def test_score_stage_gpu_backend_uses_torch_on_cuda(torch, monkeypatch, tmp_path
     from training.stage import score_run_model
 
     model_dir, manifest = _trained(tmp_path)
-    cpu_file = score_run_model(model_dir, manifest,
-                               settings=Settings(data_dir=tmp_path, top_n=5, explain_n=0))
-    with np.load(cpu_file) as cpu_scores:
-        expected = cpu_scores["rec_items"], cpu_scores["rec_scores"]
+    score_run_model(model_dir, manifest, settings=Settings(data_dir=tmp_path, top_n=5,
+                                                           explain_n=0))
+    cpu_scores = load_scores(model_dir)
+    expected = cpu_scores["rec_items"], cpu_scores["rec_scores"]
     devices: list[str | None] = []
     real = gpu_scoring.recommend_top_n_torch
 
@@ -189,8 +190,8 @@ def test_score_stage_gpu_backend_uses_torch_on_cuda(torch, monkeypatch, tmp_path
         return real(*args, device="cpu", **kwargs)
 
     monkeypatch.setattr(gpu_scoring, "recommend_top_n_torch", on_cpu_instead)
-    gpu_file = score_run_model(model_dir, manifest, settings=Settings(
-        data_dir=tmp_path, top_n=5, explain_n=0, score_backend="gpu"))
-    assert devices == ["cuda"]
-    with np.load(gpu_file) as gpu_scores:
-        assert_same_top_n(gpu_scores["rec_items"], gpu_scores["rec_scores"], *expected)
+    score_run_model(model_dir, manifest, settings=Settings(
+        data_dir=tmp_path, top_n=5, explain_n=0, score_backend="gpu", partitions=2))
+    assert devices == ["cuda", "cuda"]  # once per user partition
+    gpu_scores = load_scores(model_dir)
+    assert_same_top_n(gpu_scores["rec_items"], gpu_scores["rec_scores"], *expected)

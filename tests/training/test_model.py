@@ -57,6 +57,21 @@ def test_recommendations_stay_in_the_users_group(checkerboard, small_params) -> 
     assert np.all(np.diff(scores, axis=1) <= 0)                # best first
 
 
+def test_recommend_top_n_is_implicits_recommend() -> None:
+    """The fast path (implicit's topk with the seen items read straight from the CSR arrays,
+    candidates rescored in float64) returns what `model.recommend(...,
+    filter_already_liked_items=True)` returns, scores to the last float32 bit."""
+    rng = np.random.default_rng(3)
+    matrix = to_csr(sp.random(700, 150, density=0.08, random_state=rng, dtype=np.float32) * 4)
+    model = fit_als(matrix, AlsParams(factors=8, iterations=3, regularization=1.0))
+    users = np.sort(rng.choice(700, size=333, replace=False)).astype(np.int32)
+    expected_items, expected_scores = model.recommend(users, matrix[users], N=20,
+                                                      filter_already_liked_items=True)
+    items, scores = recommend_top_n(model, matrix, 20, users=users, batch_size=100)
+    np.testing.assert_array_equal(items, expected_items)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-7)
+
+
 def test_similar_items_stay_in_the_items_group(checkerboard, small_params) -> None:
     model = fit_als(checkerboard, small_params)
     items, scores = similar_items_top_n(model, 3, batch_size=6)

@@ -12,21 +12,30 @@ import numpy as np
 import pytest
 
 from recsys.errors import InvalidId, ModelError
-from training import registry
+from training import registry, scores
 from training.data import InteractionMatrix
 from training.evaluate import TrainResult
 from training.model import fit_als, recommend_top_n
 from training.registry import (
-    SCORES_FILE,
     list_models,
     load_model,
-    load_scores,
+    load_training_matrix,
     model_info,
     prune_models,
     referenced_snapshots,
     save_model,
-    save_scores,
     verify_model,
+)
+from training.scores import (
+    ITEMS_PART,
+    commit_scores,
+    load_item_scores,
+    load_score_part,
+    load_scores,
+    score_partitions,
+    start_scores,
+    user_part_name,
+    write_score_part,
 )
 
 
@@ -44,8 +53,11 @@ def test_round_trip(tmp_path: Path, trained) -> None:
     path = save_model(result, data, models_root=tmp_path / "models", version="v1",
                       metadata={"feature_snapshot_id": "snap-1"})
     assert path == tmp_path / "models" / "v1"
-    assert sorted(p.name for p in path.iterdir()) == ["ids.npz", "metadata.json", "model.npz"]
+    assert sorted(p.name for p in path.iterdir()) == ["ids.npz", "matrix.npz", "metadata.json",
+                                                      "model.npz"]
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["v1"]   # no temp dirs left
+    matrix = load_training_matrix(path)
+    assert (matrix != data.matrix).nnz == 0 and matrix.dtype == np.float32
 
     model, user_ids, item_ids, meta = load_model(path)
     np.testing.assert_array_equal(model.item_factors, result.model.item_factors)
@@ -79,13 +91,23 @@ def test_load_incomplete_dir(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def _scores(n_users: int = 20, n_items: int = 20) -> dict[str, np.ndarray]:
-    return {"rec_items": np.zeros((n_users, 3), np.int32),
-            "rec_scores": np.zeros((n_users, 3), np.float32),
-            "similar_items": np.zeros((n_items, 2), np.int32),
-            "similar_scores": np.zeros((n_items, 2), np.float32),
-            "popular_items": np.arange(4, dtype=np.int32),
-            "popular_scores": np.ones(4, np.float32)}
+def _save_scores(path: Path, *, n_users: int = 20, n_items: int = 20, parts: int = 1,
+                 user_index: list[np.ndarray] | None = None) -> Path:
+    """Score a saved version with placeholder arrays, user i's rec_items row all i."""
+    index = user_index or [np.flatnonzero(np.arange(n_users) % parts == p) for p in range(parts)]
+    start_scores(path)
+    checksums = {ITEMS_PART: write_score_part(path, ITEMS_PART, {
+        "similar_items": np.zeros((n_items, 2), np.int32),
+        "similar_scores": np.zeros((n_items, 2), np.float32),
+        "popular_items": np.arange(4, dtype=np.int32),
+        "popular_scores": np.ones(4, np.float32)})}
+    for part, users in enumerate(index):
+        name = user_part_name(part, parts)
+        checksums[name] = write_score_part(path, name, {
+            "user_index": users.astype(np.int64),
+            "rec_items": np.repeat(users[:, None], 3, axis=1).astype(np.int32),
+            "rec_scores": np.zeros((len(users), 3), np.float32)})
+    return commit_scores(path, parts, checksums, explained=False)
 
 
 def _disk_full_after(n_bytes: int):
@@ -112,17 +134,64 @@ def test_checksums_recorded_and_verified(tmp_path: Path, trained) -> None:
     path = save_model(result, data, models_root=tmp_path, version="v1",
                       metadata={"feature_snapshot": "s1"}, extra_files={"log.md": "# log\n"})
     meta = verify_model(path)
-    assert set(meta["checksums"]) == {"model.npz", "ids.npz", "log.md"}
-    scores_file = save_scores(path, _scores())
-    assert scores_file == path / SCORES_FILE
+    assert set(meta["checksums"]) == {"model.npz", "ids.npz", "matrix.npz", "log.md"}
+    assert _save_scores(path, parts=3) == path / "scores"
     meta = verify_model(path, scores=True)
-    assert SCORES_FILE in meta["files"] and SCORES_FILE in meta["checksums"]
-    assert load_scores(path)["rec_items"].shape == (20, 3)
-    assert not [p for p in path.iterdir() if p.name.startswith(".")]   # no temporary files
-    # scores with the wrong number of rows are refused by verify
-    save_scores(path, _scores(n_users=19))
-    with pytest.raises(ModelError, match="rec_items has 19 rows, expected 20"):
+    parts = [user_part_name(p, 3) for p in range(3)]
+    assert set(meta["files"]) >= {ITEMS_PART, *parts} and set(meta["checksums"]) >= set(parts)
+    assert meta["scores"] == {"partitions": 3, "explained": False}
+    assert score_partitions(path) == 3
+    assert load_score_part(path, 1)["user_index"].tolist() == list(range(1, 20, 3))
+    whole = load_scores(path)
+    assert whole["rec_items"].shape == (20, 3)
+    np.testing.assert_array_equal(whole["rec_items"][:, 0], np.arange(20))  # back in user order
+    assert load_item_scores(path)["similar_items"].shape == (20, 2)
+    assert not [p for p in path.rglob(".*")]   # no temporary files
+    # parts that miss a user (or repeat one) are refused by verify and load
+    _save_scores(path, parts=2, user_index=[np.arange(0, 10), np.arange(9, 19)])
+    with pytest.raises(ModelError, match="user parts cover 19 of 20 users, 1 more than once"):
         verify_model(path, scores=True)
+    with pytest.raises(ModelError, match="do not cover each user once"):
+        load_scores(path)
+    # rescoring with fewer parts leaves no part of the earlier layout behind
+    _save_scores(path, parts=1)
+    assert sorted(p.name for p in (path / "scores").iterdir()) == [
+        "items.npz", "users-00000-of-00001.npz"]
+    assert score_partitions(path) == 1 and verify_model(path, scores=True)
+
+
+def test_a_rewritten_part_is_the_same_file(tmp_path: Path, trained) -> None:
+    """A part retried after its worker died rewrites identical bytes (same sha256)."""
+    result, data = trained
+    path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    start_scores(path)
+    arrays = {"user_index": np.arange(5, dtype=np.int64), "rec_items": np.ones((5, 2), np.int32),
+              "rec_scores": np.ones((5, 2), np.float32)}
+    name = user_part_name(0, 1)
+    first = write_score_part(path, name, arrays)
+    content = (path / name).read_bytes()
+    time.sleep(1.1)  # np.savez would stamp another time into the zip
+    assert write_score_part(path, name, arrays) == first
+    assert (path / name).read_bytes() == content
+    # a part is not scores until committed, and a commit needs every part
+    with pytest.raises(ModelError, match="items.npz was not written"):
+        commit_scores(path, 1, {name: first}, explained=False)
+    with pytest.raises(ModelError, match="never scored"):
+        load_scores(path)
+
+
+def test_legacy_single_scores_file_reads_as_one_partition(tmp_path: Path, trained) -> None:
+    result, data = trained
+    path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
+    np.savez(path / "scores.npz", rec_items=np.zeros((20, 3), np.int32),
+             rec_scores=np.zeros((20, 3), np.float32),
+             similar_items=np.zeros((20, 2), np.int32),
+             similar_scores=np.zeros((20, 2), np.float32),
+             popular_items=np.arange(4, dtype=np.int32), popular_scores=np.ones(4, np.float32))
+    assert score_partitions(path) == 1
+    assert load_score_part(path, 0)["user_index"].tolist() == list(range(20))
+    assert load_scores(path)["rec_items"].shape == (20, 3)
+    verify_model(path, scores=True)
 
 
 def test_failed_save_leaves_no_version(tmp_path: Path, trained, monkeypatch) -> None:
@@ -142,17 +211,23 @@ def test_failed_save_leaves_no_version(tmp_path: Path, trained, monkeypatch) -> 
 
 def test_failed_scoring_leaves_the_version_unscored(tmp_path: Path, trained,
                                                    monkeypatch) -> None:
-    """Disk full while writing scores.npz (issue 13): no truncated scores file to promote."""
+    """Disk full while writing a score part: no truncated part to promote, nothing recorded."""
     result, data = trained
     path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
-    before = (path / "metadata.json").read_text()
-    monkeypatch.setattr(np, "savez", _disk_full_after(200))
-    with pytest.raises(ModelError, match=r"'v1': writing scores.npz failed .*stays unscored"):
-        save_scores(path, _scores())
+    before = json.loads((path / "metadata.json").read_text())
+
+    def disk_full(target: Path, arrays: dict) -> str:
+        Path(target).write_bytes(b"PK\x03\x04 half a part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scores, "write_npz", disk_full)
+    with pytest.raises(ModelError, match=r"'v1': writing scores/items.npz failed .*stays "
+                                         r"unscored"):
+        _save_scores(path)
     monkeypatch.undo()
-    assert sorted(p.name for p in path.iterdir()) == ["ids.npz", "metadata.json", "model.npz"]
-    assert (path / "metadata.json").read_text() == before
-    with pytest.raises(ModelError, match="'v1': scores.npz is missing: the version was never "
+    assert list((path / "scores").iterdir()) == []      # the temporary file is gone
+    assert json.loads((path / "metadata.json").read_text()) == before
+    with pytest.raises(ModelError, match="'v1': scores is missing: the version was never "
                                          "scored"):
         load_scores(path)
     with pytest.raises(ModelError, match="never scored"):
@@ -165,18 +240,21 @@ def test_truncated_files_are_clear_model_errors(tmp_path: Path, trained) -> None
     BadZipFile traceback."""
     result, data = trained
     path = save_model(result, data, models_root=tmp_path, version="v1", metadata={})
-    save_scores(path, _scores())
-    scores = path / SCORES_FILE
-    scores.write_bytes(scores.read_bytes()[:300])
-    with pytest.raises(ModelError, match=r"'v1': scores.npz does not match its recorded sha256"):
+    _save_scores(path)
+    part = path / user_part_name(0, 1)
+    part.write_bytes(part.read_bytes()[:300])
+    with pytest.raises(ModelError, match=r"'v1': scores/users-00000-of-00001.npz does not match "
+                                         r"its recorded sha256"):
         verify_model(path)
-    with pytest.raises(ModelError, match=r"'v1': scores.npz is unreadable, truncated or damaged"):
+    with pytest.raises(ModelError, match=r"'v1': scores/users-00000-of-00001.npz is unreadable, "
+                                         r"truncated or damaged"):
         load_scores(path)
     # without a recorded checksum (a version saved before checksums) the zip check catches it
     meta = json.loads((path / "metadata.json").read_text())
     del meta["checksums"]
     (path / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match=r"'v1': scores.npz is not a readable npz archive"):
+    with pytest.raises(ModelError, match=r"'v1': scores/users-00000-of-00001.npz is not a "
+                                         r"readable npz archive"):
         verify_model(path)
     model = path / "model.npz"
     model.write_bytes(model.read_bytes()[:100])
@@ -222,13 +300,16 @@ def test_prune_keeps_newest_and_protected(tmp_path: Path) -> None:
     stale.mkdir()
     leftover = tmp_path / "m4" / ".scores.npz.1234.tmp"
     leftover.write_bytes(b"x")
+    (tmp_path / "m4" / "scores").mkdir()
+    part_leftover = tmp_path / "m4" / "scores" / ".items.npz.1234.tmp"
+    part_leftover.write_bytes(b"x")
     two_days_ago = time.time() - 2 * 86400
-    for path in (stale, leftover):
+    for path in (stale, leftover, part_leftover):
         os.utime(path, (two_days_ago, two_days_ago))
 
     assert prune_models(tmp_path, keep=1, protect={"m2"}) == ["m1", "m3"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m9.x.partial", "broken", "m2", "m4"]
-    assert not leftover.exists()
+    assert not leftover.exists() and not part_leftover.exists()
     assert referenced_snapshots(tmp_path) == {"s2", "s4"}
     assert prune_models(tmp_path, keep=2) == []
     assert prune_models(tmp_path / "nothing", keep=1) == []

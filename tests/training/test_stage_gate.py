@@ -20,6 +20,7 @@ from training import gate
 from training.data import load_interactions
 from training.evaluate import split_per_user, split_per_user_by_time
 from training.gate import champion_recommendations, decide
+from training.scores import load_scores
 from training.stage import score_run_model, train_run_model
 
 pytestmark = pytest.mark.integration
@@ -49,11 +50,11 @@ def test_train_with_search_then_score_with_explanations(tmp_path: Path, mongo_ur
     assert next(iter(meta["data_hashes"]["interactions_view"].values())) != ""
     assert {"implicit", "numpy", "scipy", "python"} <= set(meta["libraries"])
 
-    scores_file = score_run_model(model_dir, manifest, settings=settings)
-    with np.load(scores_file) as scores:
-        explain_items = scores["rec_explain_items"]
-        assert explain_items.shape == (80, 5, 2)
-        assert scores["rec_explain_scores"].dtype == np.float32
+    assert score_run_model(model_dir, manifest, settings=settings) == model_dir / "scores"
+    scores = load_scores(model_dir)
+    explain_items = scores["rec_explain_items"]
+    assert explain_items.shape == (80, 5, 2)
+    assert scores["rec_explain_scores"].dtype == np.float32
     # explanations are the user's own past items
     data = load_interactions(manifest.view_path("interactions"))
     for user in (0, 41, 79):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request, Response
 
 from serving.api import queries
-from serving.api.deps import ActiveVersionDep, ServicesDep, SimilarOptionsDep
+from serving.api.deps import ActiveVersionDep, ServicesDep, active_state, query_options, services
 from serving.api.ids import ItemIdPath
-from serving.api.models import EmbeddingPublic, ErrorPublic, SimilarItemsPublic
+from serving.api.lean_route import LeanRoute, json_response
+from serving.api.models import EmbeddingPublic, ErrorPublic, SimilarItemsPublic, SimilarQuery
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -19,18 +20,21 @@ _ERRORS = {
 }
 
 
-@router.get(
-    "/{item_id}/similar",
+async def get_similar(
+    request: Request, item_id: ItemIdPath, query: Annotated[SimilarQuery, Query()]
+) -> Response:
+    """Top-k by cosine similarity of item factors, the item itself excluded."""
+    svc = services(request)
+    opts = query_options(query, svc.settings.similar_n)
+    return json_response(await queries.similar_items(svc, active_state(svc), item_id, opts))
+
+
+router.add_api_route(  # a LeanRoute, like user recommendations (serving/api/lean_route.py)
+    "/{item_id}/similar", get_similar, methods=["GET"], route_class_override=LeanRoute,
     response_model=SimilarItemsPublic,
-    response_model_exclude_unset=True,
     responses=_ERRORS,
     summary="Items most similar to an item",
 )
-async def get_similar(
-    item_id: ItemIdPath, opts: SimilarOptionsDep, svc: ServicesDep, active: ActiveVersionDep
-) -> dict[str, Any]:
-    """Top-k by cosine similarity of item factors, the item itself excluded."""
-    return await queries.similar_items(svc, active, item_id, opts)
 
 
 @router.get(

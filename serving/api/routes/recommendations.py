@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from serving.api import queries
-from serving.api.deps import ActiveVersionDep, RecOptionsDep, ServicesDep, build_options
+from serving.api.deps import (
+    ActiveVersionDep,
+    ServicesDep,
+    active_state,
+    build_options,
+    query_options,
+    services,
+)
 from serving.api.ids import UserIdPath
+from serving.api.lean_route import LeanRoute, json_response
 from serving.api.models import (
     BatchRecommendationsPublic,
     BatchRecommendationsRequest,
     EmbeddingPublic,
     ErrorPublic,
+    RecQuery,
     UserRecommendationsPublic,
     error_responses,
 )
@@ -24,33 +33,38 @@ router = APIRouter(tags=["users"])
 _UNAVAILABLE = {503: {"model": ErrorPublic, "description": "no active version / MongoDB down"}}
 
 
-@router.get(
-    "/users/{user_id}/recommendations",
-    response_model=UserRecommendationsPublic,
-    response_model_exclude_unset=True,
-    responses=_UNAVAILABLE,
-    summary="Top-k recommendations for a user",
-)
 async def get_recommendations(
-    user_id: UserIdPath, opts: RecOptionsDep, svc: ServicesDep, active: ActiveVersionDep
-) -> dict[str, Any]:
+    request: Request, user_id: UserIdPath, query: Annotated[RecQuery, Query()]
+) -> Response:
     """Precomputed top-k; a user unknown to the model gets the popular list (`source="popular"`).
 
     `exclude`, `genre`/`filter` and `offset` cut the stored list (at most RECSYS_TOP_N items).
     """
-    return await queries.user_recommendations(svc, active, user_id, opts)
+    svc = services(request)
+    opts = query_options(query, svc.settings.top_n)
+    answer = await queries.user_recommendations(svc, active_state(svc), user_id, opts)
+    return json_response(answer)
+
+
+# the hottest endpoint: a LeanRoute (see serving/api/lean_route.py)
+router.add_api_route(
+    "/users/{user_id}/recommendations", get_recommendations, methods=["GET"],
+    route_class_override=LeanRoute,
+    response_model=UserRecommendationsPublic,
+    responses=_UNAVAILABLE,
+    summary="Top-k recommendations for a user",
+)
 
 
 @router.post(
     "/recommendations/batch",
     response_model=BatchRecommendationsPublic,
-    response_model_exclude_unset=True,
     responses={**error_responses(400, 413), **_UNAVAILABLE},
     summary="Recommendations for up to RECSYS_API_BATCH_MAX_USERS users in one call",
 )
 async def post_batch(
     body: BatchRecommendationsRequest, svc: ServicesDep, active: ActiveVersionDep
-) -> dict[str, Any]:
+) -> Response:
     """One `$in` read for the users not in the cache; results in the order of `user_ids`."""
     limit = svc.settings.api_batch_max_users
     if len(body.user_ids) > limit:
@@ -61,7 +75,9 @@ async def post_batch(
     opts = build_options(k=body.k, limit=svc.settings.top_n, offset=body.offset,
                          exclude=body.exclude, genre=body.genre, filters=body.filter,
                          explain=body.explain, where="body")
-    return await queries.batch_recommendations(svc, active, body.user_ids, opts)
+    # encoded as is: validating up to 1,000 lists against the response model again cost more
+    # than reading them
+    return json_response(await queries.batch_recommendations(svc, active, body.user_ids, opts))
 
 
 @router.get(

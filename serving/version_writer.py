@@ -1,0 +1,238 @@
+"""Writing one model version from the model registry into the serving store, per user partition.
+
+`write_version` is step 2 of `serving.publish.publish_model` (which holds the publish lock):
+
+1. read the item side once (item ids and factors, similar items, the popular list, the
+   snapshot's item attributes) and check it before anything is written;
+2. begin the version (`model_versions` document ``building``, fresh collections, sharded on
+   hashed ``_id`` behind a mongos) and write the similar, popular and item-embedding
+   collections;
+3. write the users partition by partition through the mapper (`recsys.partitions`): each part
+   (`write_user_part`, a module-level function of plain values) opens its own client, reads
+   its partition of the scores, builds and inserts its recommendation and embedding documents
+   unordered, and checks a sample of its users as stored; the parts run in any order, in
+   parallel, into the same collections;
+4. verify: the parts cover every user exactly once, every collection holds exactly the
+   documents expected (the ``_id`` index makes a duplicate impossible, so a right count
+   means no gap either), then mark the version ready. Switching stays with `publish_model`.
+
+Idempotent parts: a document's ``_id`` is its user id and its content a pure function of the
+model's files and the version's ``generated_at`` (fixed by the coordinator and passed to every
+part), so a part that Dask runs again after its worker died inserts with ``ordered=False`` and
+skips the duplicate-key errors of what its first attempt wrote (`insert_documents`,
+``existing_ok``). This was chosen over "delete the part's users, then insert": it costs nothing
+on the first (normal) attempt, needs no extra field or index to find a part's documents, and
+stays correct when a first attempt that was presumed dead is still writing (both attempts write
+identical documents; with delete-then-insert one could delete the other's writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymongo.database import Database
+
+from recsys.errors import PublishError
+from recsys.mongo import client_for, recs_collection, serving_collection
+from recsys.partitions import Mapper, serial_map
+from recsys.progress import ProgressCallback, report_progress
+from recsys.settings import Settings
+from recsys.versions import STATUS_BUILDING
+from serving.artifacts import load_item_side, load_user_part, version_dir
+from serving.documents import (
+    ITEM_KINDS,
+    USER_KINDS,
+    attribute_columns,
+    attribute_values,
+    build_item_documents,
+    build_user_documents,
+    version_fields,
+)
+from serving.store import MongoServingStore, insert_documents, verify_user_sample
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_POLL_S = 1.0
+
+
+def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: str,
+                    model_dir: str, features_dir: str, part: int, partitions: int,
+                    batch_size: int, generated_at: datetime) -> dict[str, Any]:
+    """Write the recommendation and user-embedding documents of one user partition.
+
+    A part of `write_version`, run through its mapper (possibly on another machine): plain
+    arguments, its own MongoDB client, idempotent (documents already stored by an earlier
+    attempt are skipped, see the module docstring).
+
+    Args:
+        mongodb_uri, db_name, timeout_ms: where to write (`Settings.mongodb_*`).
+        version: the model version being written (``building``).
+        model_dir: its registry directory.
+        features_dir: the feature snapshots (item attributes).
+        part, partitions: which partition of how many.
+        batch_size: documents per `insert_many`.
+        generated_at: the version's ``generated_at`` (the same for every part and retry).
+
+    Returns:
+        ``{part, users, written: {kind: n}, inserted: {kind: n}, item_counts, lists,
+        explanations}``: ``written`` counts the documents stored for this part (inserted now
+        or found from an earlier attempt), ``item_counts``/``lists`` are its
+        `serving.rec_stats.list_counts`.
+
+    Raises:
+        ModelError / PublishError: the part's files are damaged, its arrays malformed, the
+            version is not being written (any more), or the sample check failed.
+    """
+    started = time.perf_counter()
+    data = load_user_part(Path(model_dir), Path(features_dir), part, partitions)
+    item_ids = np.asarray([str(x) for x in data.item_ids.tolist()], dtype=object)
+    attributes = attribute_columns(attribute_values(data.attributes, len(item_ids)))
+    users = build_user_documents(
+        version, generated_at, user_ids=data.user_ids, item_ids=item_ids,
+        rec_items=data.rec_items, rec_scores=data.rec_scores, user_factors=data.user_factors,
+        attributes=attributes, explain_items=data.rec_explain_items,
+        explain_scores=data.rec_explain_scores)
+    client = client_for(mongodb_uri, timeout_ms=timeout_ms)
+    try:
+        db = client.get_database(db_name)
+        # a late retry of a failed publish must not recreate collections a cleanup dropped
+        status = (MongoServingStore(db).get_version(version) or {}).get("status")
+        if status != STATUS_BUILDING:
+            raise PublishError(f"version {version!r} is {status or 'gone'}, not being written: "
+                               f"part {part} writes nothing")
+        inserted, written = {}, {}
+        for kind in USER_KINDS:
+            new, old = insert_documents(db[serving_collection(kind, version)],
+                                        users.documents(kind), batch_size, existing_ok=True)
+            inserted[kind], written[kind] = new, new + old
+        verify_user_sample(db, users)
+    finally:
+        client.close()
+    item_counts, lists = users.list_counts()
+    skipped = written["recs"] - inserted["recs"]
+    logger.info("version %s part %d/%d: %d users in %.1fs%s", version, part, partitions,
+                len(users.user_ids), time.perf_counter() - started,
+                f" ({skipped} already stored by an earlier attempt)" if skipped else "")
+    return {"part": part, "users": len(users.user_ids), "written": written,
+            "inserted": inserted, "item_counts": item_counts, "lists": lists,
+            "explanations": users.explanations}
+
+
+@contextmanager
+def _report_user_progress(db: Database, version: str, total: int,
+                          progress: ProgressCallback | None) -> Iterator[None]:
+    """While the parts run (anywhere), tell `progress` how many users are stored, each second.
+
+    The parts cannot call a callback of this process; the collection's metadata count can be
+    read from here at no cost to the writers.
+    """
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+    collection = db[recs_collection(version)]
+
+    def poll() -> None:
+        last = -1
+        while not stop.wait(PROGRESS_POLL_S):
+            try:
+                done = collection.estimated_document_count()
+            except Exception:  # progress is best effort; the writers report real errors
+                logger.debug("progress poll failed", exc_info=True)
+                continue
+            if done != last and done < total:
+                report_progress(progress, "publish recs", done, total)
+                last = done
+
+    poller = threading.Thread(target=poll, name="publish-progress", daemon=True)
+    poller.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poller.join()
+
+
+def write_version(db: Database, settings: Settings, version: str, *,
+                  mapper: Mapper = serial_map,
+                  progress: ProgressCallback | None = None) -> dict[str, int]:
+    """Write model `version` from `settings.models_dir` into the serving store, ready to switch.
+
+    See the module docstring. Rewrites a version that is in MongoDB but not ready; refuses
+    the active one.
+
+    Args:
+        db: the serving database (the caller holds the publish lock).
+        settings: `models_dir`, `features_dir`, `publish_batch_size` and the MongoDB settings
+            the parts connect with.
+        version: the model version.
+        mapper: runs the user partitions (`recsys.partitions.serial_map`: one after another,
+            here).
+        progress: told the documents written: per batch for the item collections, each
+            second for the users (steps ``publish <kind>``).
+
+    Returns:
+        The version's counts ``{users, items, recs, similar, popular, factors}``.
+
+    Raises:
+        NotFound: the models directory has no such version.
+        ModelError: its artifacts are incomplete, damaged or were never scored.
+        PublishError: bad arrays, the version is active, or verification failed (the version
+            then stays ``building`` for `MongoServingStore.cleanup_incomplete`).
+    """
+    started = time.perf_counter()
+    model_dir = version_dir(settings.models_dir, version)
+    side = load_item_side(model_dir, settings.features_dir)
+    generated_at = datetime.now(UTC)  # one value for every part and retry
+    items = build_item_documents(
+        version, generated_at, item_ids=side.item_ids, similar_items=side.similar_items,
+        similar_scores=side.similar_scores, popular_items=side.popular_items,
+        popular_scores=side.popular_scores, item_factors=side.item_factors,
+        attributes=side.attributes)
+    store = MongoServingStore(db)
+    n_users = side.user_count
+    store.begin_version(version, {
+        "generated_at": generated_at, "publish_seconds": None, "metadata": side.metadata,
+        "counts": {"users": n_users, "items": len(items.item_ids), "recs": n_users,
+                   "similar": len(items.item_ids), "popular": items.popular_len,
+                   "factors": items.factors}})
+    batch_size = settings.publish_batch_size
+    written: dict[str, int] = {}
+    for kind in ITEM_KINDS:
+        written[kind] = insert_documents(
+            store.db[serving_collection(kind, version)], items.documents(kind), batch_size,
+            progress=progress, step=f"publish {kind}", total=items.expected[kind])[0]
+    args = [(settings.mongodb_uri, settings.mongodb_db, settings.mongodb_timeout_ms, version,
+             str(model_dir), str(settings.features_dir), part, side.partitions, batch_size,
+             generated_at) for part in range(side.partitions)]
+    with _report_user_progress(db, version, n_users, progress):
+        parts = mapper("publish users", write_user_part, args)
+    users = sum(p["users"] for p in parts)
+    done = sorted(p["part"] for p in parts)
+    if done != list(range(side.partitions)) or users != n_users:
+        raise PublishError(f"version {version!r}: the parts wrote partitions {done} holding "
+                           f"{users} users; expected partitions 0..{side.partitions - 1} "
+                           f"holding the model's {n_users}")
+    for kind in USER_KINDS:
+        written[kind] = sum(p["written"][kind] for p in parts)
+        report_progress(progress, f"publish {kind}", written[kind], n_users)
+    expected = {**items.expected, "recs": n_users, "user_embeddings": n_users}
+    fields = version_fields(
+        items, n_users=n_users,
+        list_counts=(sum((p["item_counts"] for p in parts), np.zeros(len(items.item_ids),
+                                                                     dtype=np.int64)),
+                     sum(p["lists"] for p in parts)),
+        explanations=any(p["explanations"] for p in parts))
+    store.verify_counts(version, expected, written)
+    seconds = store.mark_ready(version, started=started, fields=fields)
+    logger.info("published version %s in %d partitions: %s in %.2fs", version,
+                side.partitions, fields["counts"], seconds)
+    return fields["counts"]

@@ -232,7 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 1])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--repeat", type=int, default=2, help="health/recs pairs per setting")
-    parser.add_argument("--warmup", type=float, default=5, help="seconds of recs before measuring")
+    parser.add_argument("--warmup", type=float, default=15,
+                        help="seconds of recs before measuring (every worker must see the hot set)")
     parser.add_argument("--uri", help="an existing MongoDB (default: start secantusd-py)")
     parser.add_argument("--mongo-pid", type=int,
                         help="with --uri: the server's pid, to count its CPU time")

@@ -129,6 +129,9 @@ def shard_collections(db: Database, names: list[str]) -> None:
 
 # ---------------------------------------------------------------- clients
 
+BATCH_CONNECT_TIMEOUT_MS = 60_000
+"""Connect (and heartbeat) timeout of batch clients; see `client_for`."""
+
 def mongo_client(settings: Settings, *, operation_timeout_ms: int | None = None) -> MongoClient:
     """A sync client for batch code (flows, CLI, admin calls); the caller closes it.
 
@@ -143,9 +146,15 @@ def mongo_client(settings: Settings, *, operation_timeout_ms: int | None = None)
 
 def client_for(uri: str, *, timeout_ms: int, operation_timeout_ms: int | None = None
                ) -> MongoClient:
-    """`mongo_client` from plain values, for part functions that run in other processes."""
+    """`mongo_client` from plain values, for part functions that run in other processes.
+
+    `timeout_ms` bounds server selection only. pymongo also uses connectTimeoutMS as the socket
+    timeout of its heartbeats, and a heartbeat that times out cancels the client's in-flight
+    operations: a server busy for a few seconds with a large insert would cancel the publish
+    itself. Batch clients therefore keep a generous connect timeout.
+    """
     options: dict[str, Any] = {"serverSelectionTimeoutMS": timeout_ms,
-                               "connectTimeoutMS": timeout_ms}
+                               "connectTimeoutMS": max(timeout_ms, BATCH_CONNECT_TIMEOUT_MS)}
     if operation_timeout_ms is not None:
         options["timeoutMS"] = operation_timeout_ms
     return MongoClient(uri, tz_aware=True, tzinfo=UTC, **options)

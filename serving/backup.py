@@ -57,7 +57,13 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from recsys.errors import BackupError
-from recsys.mongo import FEATURE_SNAPSHOTS, FEATURE_STATE, MODEL_VERSIONS, SERVING_STATE
+from recsys.mongo import (
+    BATCH_CONNECT_TIMEOUT_MS,
+    FEATURE_SNAPSHOTS,
+    FEATURE_STATE,
+    MODEL_VERSIONS,
+    SERVING_STATE,
+)
 from recsys.settings import Settings
 from serving.backup_files import (
     BACKUP_FILE,
@@ -111,7 +117,9 @@ def _pick(method: Method) -> Literal["tools", "python"]:
 
 
 def _client(uri: str, timeout_ms: int) -> MongoClient:
-    return MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    # a generous connect (heartbeat) timeout, as for every batch client (recsys.mongo.client_for)
+    return MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
+                       connectTimeoutMS=max(timeout_ms, BATCH_CONNECT_TIMEOUT_MS))
 
 
 # ------------------------------------------------------------------ backup

@@ -17,12 +17,16 @@ fresh process (so one phase's memory does not help the next):
                      processes (the mapper a Dask cluster stands in for); only with
                      `--chunk-rows`;
 
-and prints each phase's seconds, its ratio to `duckdb-copy`, and its peak RSS (`VmHWM` of the
+With ``--engines pandas duckdb`` each `ingest_batch` phase runs once per validation engine
+(`RECSYS_VALIDATION_ENGINE`: GE's pandas engine, or its SQL engine on DuckDB). It prints each
+phase's seconds, its ratio to `duckdb-copy`, and its peak RSS (`VmHWM` of the
 phase's own process). The GE import (seconds, once per process) is not counted.
 
     python -m bench validation --interactions 1000000 5000000 --chunk-rows 1000000
     python -m bench validation --interactions 5000000 --chunk-rows 1000000 --workers 2 \
         --phases duckdb-copy ingest_batch/chunked ingest_batch/parallel
+    python -m bench validation --interactions 1000000 --engines pandas duckdb \
+        --phases duckdb-copy ingest_batch
 """
 
 from __future__ import annotations
@@ -97,13 +101,14 @@ def _best_of_three(run: Any) -> tuple[float, Any]:
 
 
 def _phase(phase: str, batch_dir: Path, chunk_rows: int | None = None,
-           workers: int = 2) -> dict[str, Any]:
+           workers: int = 2, engine: str = "pandas") -> dict[str, Any]:
     """Run one phase in this process; return its seconds and peak RSS (MiB)."""
     result: dict[str, Any] = {}
     if phase.startswith("ingest_batch"):
         _import_gx()
         data_dir = Path(tempfile.mkdtemp(prefix="ingest-", dir=batch_dir.parent))
         settings = load_settings(data_dir=data_dir, validation_data_docs=False,
+                                 validation_engine=engine,
                                  validate_chunk_rows=chunk_rows if phase in _CHUNKED
                                  else 10**12)
         pool = ProcessPoolExecutor(workers) if phase == "ingest_batch/parallel" else None
@@ -145,12 +150,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="processes of the pool in phase ingest_batch/parallel")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=None,
                         help="phases to run (default: all that apply)")
+    parser.add_argument("--engines", nargs="+", choices=("pandas", "duckdb"),
+                        default=["pandas"], help="validation engines to run the ingest_batch "
+                        "phases with (RECSYS_VALIDATION_ENGINE), each as its own phase")
+    parser.add_argument("--engine", default="pandas", help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.phase:  # child process
-        print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows, args.workers)))
+        print(json.dumps(_phase(args.phase, args.batch, args.chunk_rows, args.workers,
+                                args.engine)))
         return
     phases = [p for p in (args.phases or PHASES)
               if p not in _CHUNKED or args.chunk_rows is not None]
@@ -167,18 +177,22 @@ def main(argv: list[str] | None = None) -> None:
               f"{(case / 'batch' / 'interactions.parquet').stat().st_size / 2**20:.1f} MiB "
               f"parquet; load average {os.getloadavg()[0]:.2f})")
         figures: dict[str, dict[str, float]] = {}
-        for phase in phases:
+        runs = [(p, e) for p in phases
+                for e in (args.engines if p.startswith("ingest_batch") else ["pandas"])]
+        for phase, engine in runs:
             extra = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-            figures[phase] = run_child("bench.validation", [
+            label = (f"{phase} [{engine}]" if phase.startswith("ingest_batch")
+                     and len(args.engines) > 1 else phase)
+            figures[label] = run_child("bench.validation", [
                 "--phase", phase, "--batch", str(case / "batch"), "--workers",
-                str(args.workers), *extra])
-            f = figures[phase]
+                str(args.workers), "--engine", engine, *extra])
+            f = figures[label]
             base = figures.get("duckdb-copy", {}).get("seconds")
             ratio = f"  {f['seconds'] / base:6.2f}x copy" if base else ""
             detail = {"ingest_batch/chunked": f" (chunks of {args.chunk_rows:,} rows)",
                       "ingest_batch/parallel": f" (chunks of {args.chunk_rows:,} rows, "
                                                f"{args.workers} processes)"}.get(phase, "")
-            print(f"  {phase:<22} {f['seconds']:8.2f}s{ratio}  peak RSS "
+            print(f"  {label:<31} {f['seconds']:8.2f}s{ratio}  peak RSS "
                   f"{f['peak_rss_mib']:,.0f} MiB{detail}")
         print(f"  load average after: {os.getloadavg()[0]:.2f}")
         shutil.rmtree(case, ignore_errors=True)

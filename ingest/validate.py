@@ -48,6 +48,7 @@ from ingest.ge_results import SAMPLE_SIZE, collect_results, row_dict
 from ingest.helper_columns import id_set, prepare_frame
 from ingest.reader import DATASETS, Batch
 from ingest.report import ValidationReport
+from ingest.sql_validation import run_sql_checkpoint
 from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
@@ -168,9 +169,13 @@ def validate_batch(
             entries, rows, chunked_invalid = outcome.entries, outcome.rows, outcome.invalid_rows
         else:
             frame = prepare_frame(dataset, raw, known, suite=suite, latest=latest)
-            checkpoint = get_or_create_checkpoint(gx, context, datasource, dataset, suite,
-                                                  result_format)
-            result = run_checkpoint(checkpoint, frame, parameters)
+            if settings.validation_engine == "duckdb":
+                result = run_sql_checkpoint(gx, context, dataset, suite, frame, parameters,
+                                            result_format)
+            else:
+                checkpoint = get_or_create_checkpoint(gx, context, datasource, dataset, suite,
+                                                      result_format)
+                result = run_checkpoint(checkpoint, frame, parameters)
             input_columns = list(raw.columns)
             entries = collect_results(result, suite, dataset, file,
                                       lambda i, f=frame, c=input_columns: row_dict(f, i, c),

@@ -189,6 +189,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="interactions may be this far ahead of the clock (clock skew)")
     validation_data_docs: bool = Field(
         True, description="build GE Data Docs under validation/<run id>/data-docs each run")
+    validation_engine: Literal["pandas", "duckdb"] = Field(
+        "pandas", description="where GE computes the expectations: its pandas engine, or its "
+        "SQL engine on DuckDB (RECSYS_VALIDATION_ENGINE)")
     validate_chunk_rows: int = Field(
         1_000_000, ge=1, description="an interactions file of more rows is validated and "
         "written chunk by chunk, this many rows at a time (RECSYS_VALIDATE_CHUNK_ROWS)")

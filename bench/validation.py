@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
             f = figures[label]
             base = figures.get("duckdb-copy", {}).get("seconds")
             ratio = f"  {f['seconds'] / base:6.2f}x copy" if base else ""
-            detail = {"ingest_batch/chunked": f" (chunks of {args.chunk_rows:,} rows)",
-                      "ingest_batch/parallel": f" (chunks of {args.chunk_rows:,} rows, "
+            detail = {"ingest_batch/chunked": f" (chunks of {args.chunk_rows or 0:,} rows)",
+                      "ingest_batch/parallel": f" (chunks of {args.chunk_rows or 0:,} rows, "
                                                f"{args.workers} processes)"}.get(phase, "")
             print(f"  {label:<31} {f['seconds']:8.2f}s{ratio}  peak RSS "
                   f"{f['peak_rss_mib']:,.0f} MiB{detail}")

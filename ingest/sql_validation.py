@@ -202,26 +202,56 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
 
 def _compound_rows(result: Any, connection: Any, table: str, *, complete: bool,
                    sample: int) -> None:
-    """Name the offending rows of a failed compound-key uniqueness expectation, which GE's SQL
-    engine does not (its pandas engine does): every row whose key repeats, rows whose key
-    columns are all null aside (GE's default ``ignore_row_if``)."""
+    """Count and name the offending rows of compound-key uniqueness as GE's pandas engine does.
+
+    GE's SQL engine names no rows for it and skips keys with a null part; pandas counts every
+    row whose key repeats, a partly null key included (only all-null keys are ignored, GE's
+    default ``ignore_row_if``). Counts, samples, row numbers and success are recomputed here
+    with one window query, so both engines report the same.
+    """
     for r in result.results:
         res = r.result
         config = r.expectation_config
-        if (config.type != "expect_compound_columns_to_be_unique" or not res
-                or not res.get("unexpected_count") or res.get("partial_unexpected_index_list")):
+        if config.type != "expect_compound_columns_to_be_unique" or res is None or (
+                "element_count" not in res):
             continue
         columns = [str(c) for c in config.kwargs["column_list"]]
         keys = ", ".join(_quote(c) for c in columns)
         not_all_null = " OR ".join(f"{_quote(c)} IS NOT NULL" for c in columns)
+        repeated = (f"FROM {_quote(table)} WHERE {not_all_null} "
+                    f"QUALIFY count(*) OVER (PARTITION BY {keys}) > 1")
+        if not res.get("unexpected_count"):
+            some_null = " OR ".join(f"{_quote(c)} IS NULL" for c in columns)
+            (partly_null,) = connection.execute(
+                f"SELECT count(*) FROM {_quote(table)} WHERE ({not_all_null}) AND ({some_null})"
+            ).fetchone()
+            if not partly_null:
+                continue  # GE's count is the pandas count: no key has a null part
+        (count,) = connection.execute(f"SELECT count(*) FROM (SELECT 1 {repeated})").fetchone()
         limit = "" if complete else f" LIMIT {int(sample)}"
-        rows = [int(row[0]) for row in connection.execute(
-            f"SELECT {ROW_COLUMN} FROM {_quote(table)} WHERE {not_all_null} "
-            f"QUALIFY count(*) OVER (PARTITION BY {keys}) > 1 "
-            f"ORDER BY {ROW_COLUMN}{limit}").fetchall()]
-        res["partial_unexpected_index_list"] = rows[:sample]
+        rows = connection.execute(
+            f"SELECT {ROW_COLUMN}, {keys} {repeated} ORDER BY {ROW_COLUMN}{limit}").fetchall()
+        labels = [int(row[0]) for row in rows]
+        values = [dict(zip(columns, row[1:], strict=True)) for row in rows]
+        considered = int(res["element_count"]) - int(res.get("missing_count") or 0)
+        res.update({
+            "unexpected_count": int(count),
+            "unexpected_percent": 100.0 * count / considered if considered else 0.0,
+            "partial_unexpected_list": values[:sample],
+            "partial_unexpected_index_list": labels[:sample],
+        })
+        if "unexpected_percent_total" in res:
+            res["unexpected_percent_total"] = (100.0 * count / res["element_count"]
+                                               if res["element_count"] else 0.0)
+        if "unexpected_percent_nonmissing" in res:
+            res["unexpected_percent_nonmissing"] = res["unexpected_percent"]
         if complete:
-            res["unexpected_index_list"] = rows
+            res["unexpected_list"] = values
+            res["unexpected_index_list"] = labels
+        mostly = float(config.kwargs.get("mostly") or 1.0)
+        # GE's rule (`_mostly_success`): the share of considered rows that pass >= mostly.
+        r.success = not considered or (considered - count) / considered >= mostly
+    result.success = all(r.success for r in result.results)
 
 
 def _quote(name: str) -> str:

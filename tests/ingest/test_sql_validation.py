@@ -17,6 +17,8 @@ from ingest.sql_validation import run_sql_checkpoint
 from ingest.validate import validate_batch
 from recsys.settings import Settings
 
+from .conftest import write_batch
+
 CORPUS = Path(__file__).resolve().parent / "broken_batches"
 NOW = pd.Timestamp("2025-01-01", tz="UTC")
 _FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 10,
@@ -122,6 +124,25 @@ def test_engines_give_the_same_report(fault: str, policy: str, tmp_path: Path) -
 
     assert duckdb == pandas
     assert not duckdb["success"] or policy == "drop"
+
+
+@pytest.mark.parametrize("policy", ["fail", "drop"])
+def test_engines_count_partly_null_duplicate_keys_alike(policy: str, tmp_path: Path) -> None:
+    """GE's SQL engine skips keys with a null part; the pandas engine counts them. Both must
+    report the pandas counts, samples and rows."""
+    rows = [f"00{7 + i % 3},{1 + i % 3},{881250949 + i},{1 + i % 5}" for i in range(30)]
+    rows[8] = rows[12]
+    rows[25] = ",,,"  # an all-null key: ignored
+    rows[26] = rows[27] = "007,,881250999,1"  # a partly null key counts
+    root = write_batch(tmp_path / "b", interactions="user_id,item_id,timestamp,rating\n"
+                       + "\n".join(rows) + "\n")
+
+    pandas = _report(root, "pandas", policy, tmp_path)
+    duckdb = _report(root, "duckdb", policy, tmp_path)
+
+    assert duckdb == pandas
+    (duplicates,) = [f for f in pandas["failures"] if f["rule"] == "duplicate_interactions_bounded"]
+    assert duplicates["observed"].startswith("4 of 30 rows")
 
 
 def test_duckdb_engine_builds_data_docs(batch_dir: Path, tmp_path: Path) -> None:

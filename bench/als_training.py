@@ -21,7 +21,8 @@ Three modes:
   - recommend: `training.model.recommend_top_n` vs one `model.recommend(all users, matrix, N)`
   - explain:   `training.explain.explain_recommendations` (no bare equivalent: implicit's
                `explain` is one Python call per user-item; its per-call time is extrapolated)
-BLAS is limited to one thread everywhere (threadpoolctl), as PITFALLS says.
+BLAS is limited to one thread everywhere (threadpoolctl; environment variables are not always
+enough, benfred/implicit#689).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ exactly its own work.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -129,8 +131,18 @@ def build_user_part(plan_file: str, part: int) -> dict[str, int]:
     finally:
         con.close()
     final = part_folder(folder, part)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    # move an earlier attempt's folder aside first, so the rename below never meets a
+    # non-empty target; a concurrent attempt that wins the race wrote the same files
+    stale = folder / f".part={part}.{uuid.uuid4().hex[:8]}.old"
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(final, stale)
+    shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(tmp, final)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("feature part %d/%d: %s", part, partitions, rows)
     return rows
 

@@ -44,6 +44,10 @@ def build_features_as_of(as_of: datetime | None, *, snapshot_id: str, settings: 
         FileExistsError: the snapshot id is taken.
     """
     sources = sources_from_store(settings.store_dir, as_of)
+    # parts that run concurrently (one per single-threaded Dask worker) get one DuckDB thread
+    # each, instead of every part taking all of the host's cores
+    threads = None if mapper is serial_map else 1
     return build_views(sources, features_root=settings.features_dir, snapshot_id=snapshot_id,
                        as_of=as_of, params=build_params(settings), progress=progress,
-                       partitions=partitions or settings.partition_count, mapper=mapper)
+                       partitions=partitions or settings.partition_count, mapper=mapper,
+                       threads=threads)

@@ -4,8 +4,8 @@ Nothing here holds pipeline logic; it decides *how* Prefect runs the plain stage
 `ingest/`, `features/`, `training/` and `serving/`:
 
 - Cache keys are built from content hashes of the inputs (file SHA-256s, the feature SQL, the
-  relevant settings), never from DataFrames or paths alone (PITFALLS, "Prefect 3"), so an
-  unchanged input is not recomputed even under a new run id.
+  relevant settings), never from DataFrames (which hash badly, PrefectHQ/prefect#16185) or paths
+  alone, so an unchanged input is not recomputed even under a new run id.
 - Results are persisted under `<data_dir>/prefect/results/` (caching needs persisted results).
 """
 

@@ -8,9 +8,9 @@ run and closed after it. The cluster is reached (or started) before the flow doe
 so a run whose cluster is down fails with one line naming the address and writes nothing.
 
 The flow hands `FlowRunner.mapper` to each partitioned stage: it submits every part as a
-Prefect task run (``score users part 3/8`` in the UI, a child of the stage's task run) to that
-task runner, exactly as `Task.submit` does inside a flow whose task runner it is, and waits for
-all of them. The flow opens the runner itself, from the settings it loads, instead of being
+Prefect task run (``score part 3/9`` in the UI: the stage's label and the part's position
+among the stage's parts; a child of the stage's task run) to that task runner, exactly as
+`Task.submit` does inside a flow whose task runner it is, and waits for all of them. The flow opens the runner itself, from the settings it loads, instead of being
 decorated with a task runner: so the CLI and the deployments of prefect.yaml run the same way,
 and the serial stages (the ALS fit, the gate) stay in the flow's process.
 

@@ -41,7 +41,7 @@ def partition_of(user_ids: Sequence[Any] | np.ndarray | pd.Series, n_partitions:
 class Mapper(Protocol):
     """Runs `fn(*args)` for every args tuple and returns the results in the same order.
 
-    `label` names the parts in logs and in the Prefect UI (``score users``).
+    `label` names the parts in logs and in the Prefect UI (``score``, ``publish``).
     """
 
     def __call__(self, label: str, fn: Callable[..., R], args_list: Sequence[tuple[Any, ...]]

@@ -210,7 +210,8 @@ class Settings(BaseSettings):
                               description="worker processes of the run's LocalCluster")
     partitions: int | None = Field(
         None, ge=1, le=4096, description="user partitions of the partitioned stages (stable "
-        "hash of the user id); None: 1 with the local runner, 2 per Dask worker with dask")
+        "hash of the user id); None: 1 with the local runner, 2 x dask_workers with dask; set it to 2-4 x the workers of an "
+        "existing cluster")
 
     @property
     def partition_count(self) -> int:

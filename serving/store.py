@@ -3,7 +3,7 @@
 A publish writes a complete, immutable set of collections for one model version; the API serves
 whichever version the pointer names. Switching (and rolling back) is one atomic write of the
 pointer (`recsys/versions.py`, shared with the online feature store); nothing is renamed and
-`$out` is never used (see PITFALLS.md, "MongoDB serving"). Collection names come from
+`$out` is never used (both lock collections and break open cursors). Collection names come from
 `recsys/mongo.py`. Only `serving.publish.publish_model` switches what is served.
 
 Document shapes (every serving document carries `model_version`; datetimes are UTC):

@@ -88,7 +88,7 @@ def check_csr(matrix: object, *, name: str = "matrix") -> sp.csr_matrix:
     """Raise ModelError unless `matrix` is a float32 / int32 `scipy.sparse.csr_matrix`.
 
     implicit's `recommend` requires `csr_matrix` (not `csr_array`); its GPU path rejects 64-bit
-    indices (PITFALLS: benfred/implicit#729).
+    indices (benfred/implicit#729).
     """
     if not isinstance(matrix, sp.csr_matrix):
         raise ModelError(f"{name} must be a scipy.sparse.csr_matrix, got {type(matrix).__name__}")

@@ -17,7 +17,8 @@ evaluate has a prediction row, so that is the users with >= 1 test item. Their n
 log discount by default, which cancels in DCG / IDCG. `map_at_k` (divide by min(k, |relevant|))
 is a different metric; the issue and their benchmark table use `map`.
 
-implicit's own `precision_at_k` divides by min(K, relevant) and is NOT precision (PITFALLS).
+implicit's own `precision_at_k` divides by min(K, relevant) and is NOT precision
+(benfred/implicit#412, #713).
 """
 
 from __future__ import annotations

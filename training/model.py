@@ -2,7 +2,7 @@
 implicit (CPU).
 
 All calls into implicit go through this module, which checks shapes and dtypes where the modules
-meet (PITFALLS: implicit >= 0.5 wants users x items, one `user_items` row per requested user,
+meet (implicit >= 0.5 wants users x items, one `user_items` row per requested user,
 float32/int32, BLAS limited to one thread, `filter_already_liked_items` set on purpose). A model
 fitted on the GPU is converted to implicit's CPU model before it leaves `fit_als`, so scoring,
 saving and explanations only ever see CPU models.

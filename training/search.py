@@ -6,7 +6,7 @@ only `train` here, and this module splits `train` again per user into fit/valida
 fits on `fit`, recommends with the `fit` items filtered out and is scored on `validation`; the best
 trial on `objective` wins (ties: the earlier trial). The search is a grid over `SearchSpace`, or a
 seeded random sample of that grid when `max_trials` is smaller than the grid, so a search is
-deterministic for a seed (up to implicit's own multithreading noise, PITFALLS #263).
+deterministic for a seed (up to implicit's own multithreading noise, benfred/implicit#263).
 
 Every trial is logged (module logger) and returned; `trials_jsonl` / `trials_markdown` render them
 for the model directory.

@@ -69,17 +69,12 @@ async def get_services(request: Request) -> Services:
     return services(request)
 
 
-async def get_db(request: Request) -> AsyncDatabase:
-    return services(request).db
-
-
 async def get_active(request: Request) -> ActiveState:
     return active_state(services(request))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
-DbDep = Annotated[AsyncDatabase, Depends(get_db)]
 ActiveVersionDep = Annotated[ActiveState, Depends(get_active)]
 
 # ------------------------------------------------------------------ auth and rate limits

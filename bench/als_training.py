@@ -46,6 +46,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from bench.phases.train_model import bare_fit_recommend
 from features.snapshot import Manifest, ViewSnapshot
 from recsys.datagen import generate_batch
 from recsys.settings import Settings, load_settings
@@ -90,21 +91,6 @@ def write_interactions_snapshot(work: Path, *, interactions: int, seed: int = 42
                                                         rows=table.num_rows, schema=[])})
 
 
-def _bare_fit_recommend(matrix: sp.csr_matrix, settings: Settings) -> dict[str, float]:
-    """What an implicit user writes: one fit, one recommend(all users), one BLAS thread."""
-    with threadpool_limits(1, "blas"):
-        started = time.perf_counter()
-        model = AlternatingLeastSquares(
-            factors=settings.factors, regularization=settings.regularization,
-            alpha=settings.alpha, iterations=settings.iterations, random_state=settings.seed)
-        model.fit(matrix, show_progress=False)
-        fit_s = time.perf_counter() - started
-        started = time.perf_counter()
-        model.recommend(np.arange(matrix.shape[0], dtype=np.int32), matrix, N=settings.top_n,
-                        filter_already_liked_items=True)
-    return {"fit_s": fit_s, "recommend_s": time.perf_counter() - started}
-
-
 def stage(args: argparse.Namespace) -> dict[str, Any]:
     """Our train + score stages against a bare fit + recommend, in the same run, per size."""
     rows = []
@@ -116,7 +102,7 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
             matrix = load_interactions(manifest.view_path("interactions")).matrix
             for repeat in range(args.repeat):
                 load_before = os.getloadavg()[0]
-                bare = _bare_fit_recommend(matrix, settings)
+                bare = bare_fit_recommend(matrix, settings)
                 started = time.perf_counter()
                 model_dir, result = train_run_model(manifest, version=f"v{repeat}",
                                                     settings=settings, search=False)

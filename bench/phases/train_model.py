@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from bench.workspace import RUN_ID, Size, bench_settings, phase_main, record_output
 from features.snapshot import load_manifest
+from recsys.settings import Settings
 from training.data import load_interactions
 from training.stage import score_run_model, train_run_model
 
 
-def baseline(work: Path, size: Size, uri: str) -> dict[str, Any]:
-    """Bare implicit: one `fit` and one `recommend(all users)` with the pipeline's parameters."""
-    settings = bench_settings(work, uri)
-    manifest = load_manifest(settings.features_dir, RUN_ID)
-    matrix = load_interactions(manifest.view_path("interactions")).matrix
+def bare_fit_recommend(matrix: sp.csr_matrix, settings: Settings) -> dict[str, float]:
+    """What an implicit user writes: one fit, one recommend(all users), one BLAS thread, with
+    the pipeline's parameters; seconds of each."""
     with threadpool_limits(1, "blas"):  # one BLAS thread, as the pipeline runs implicit
         started = time.perf_counter()
         model = AlternatingLeastSquares(
@@ -32,9 +32,17 @@ def baseline(work: Path, size: Size, uri: str) -> dict[str, Any]:
         started = time.perf_counter()
         model.recommend(np.arange(matrix.shape[0], dtype=np.int32), matrix, N=settings.top_n,
                         filter_already_liked_items=True)
-        recommend_s = time.perf_counter() - started
-    return {"seconds": fit_s + recommend_s, "fit_seconds": fit_s,
-            "recommend_seconds": recommend_s, "nnz": int(matrix.nnz),
+    return {"fit_s": fit_s, "recommend_s": time.perf_counter() - started}
+
+
+def baseline(work: Path, size: Size, uri: str) -> dict[str, Any]:
+    """Bare implicit: one `fit` and one `recommend(all users)` with the pipeline's parameters."""
+    settings = bench_settings(work, uri)
+    manifest = load_manifest(settings.features_dir, RUN_ID)
+    matrix = load_interactions(manifest.view_path("interactions")).matrix
+    timed = bare_fit_recommend(matrix, settings)
+    return {"seconds": timed["fit_s"] + timed["recommend_s"], "fit_seconds": timed["fit_s"],
+            "recommend_seconds": timed["recommend_s"], "nnz": int(matrix.nnz),
             "shape": list(matrix.shape)}
 
 

@@ -87,7 +87,9 @@ def online_versions(db: Database) -> VersionedCollections:
         error=FeatureStoreError)
 
 
-def _documents(manifest: Manifest, entity: str, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+def snapshot_documents(manifest: Manifest, entity: str, batch_size: int
+                       ) -> Iterator[list[dict[str, Any]]]:
+    """The online documents of a snapshot's `entity` ("users" or "items"), `batch_size` a list."""
     view, key = ENTITY_VIEWS[entity]
     as_of = datetime.fromisoformat(manifest.as_of) if manifest.as_of else None
     parquet = pq.ParquetFile(manifest.view_path(view))
@@ -181,7 +183,7 @@ def write_snapshot(db: Database, manifest: Manifest, *, batch_size: int = 5000,
     counts: dict[str, int] = {}
     try:
         for entity, name in collections.items():
-            counts[entity] = _insert(db, name, _documents(manifest, entity, batch_size),
+            counts[entity] = _insert(db, name, snapshot_documents(manifest, entity, batch_size),
                                      progress=progress, step=f"write {entity} features",
                                      total=manifest.views[ENTITY_VIEWS[entity][0]].rows)
         versions.verify_counts(sid, {name: manifest.views[ENTITY_VIEWS[entity][0]].rows

@@ -59,7 +59,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -349,7 +349,8 @@ def _insert_batch(coll: Collection, batch: list[dict[str, Any]], existing_ok: bo
 
 def insert_documents(coll: Collection, docs: Iterable[dict[str, Any]], batch_size: int, *,
                      progress: ProgressCallback | None = None, step: str = "",
-                     total: int | None = None, existing_ok: bool = False) -> tuple[int, int]:
+                     total: int | None = None, existing_ok: bool = False,
+                     before_batch: Callable[[], None] | None = None) -> tuple[int, int]:
     """Bulk-insert `docs` into `coll` in unordered batches of `batch_size`.
 
     One batch is in flight on a worker thread while the next one is built, so building
@@ -365,6 +366,8 @@ def insert_documents(coll: Collection, docs: Iterable[dict[str, Any]], batch_siz
         existing_ok: skip documents whose ``_id`` is already stored (idempotent retries);
             every document is a pure function of the model's files and the version's
             ``generated_at``, so one already there is the one this call would write.
+        before_batch: called before each batch is sent; it raises to stop the writes (a
+            partition checks that its publish attempt is still the one being written).
 
     Returns:
         (documents inserted now, documents found already there).
@@ -379,6 +382,8 @@ def insert_documents(coll: Collection, docs: Iterable[dict[str, Any]], batch_siz
                     new, old = pending.result()
                     inserted, existing = inserted + new, existing + old
                     report_progress(progress, step, inserted + existing, total)
+                if before_batch is not None:
+                    before_batch()
                 pending = pool.submit(_insert_batch, coll, batch, existing_ok)
             if pending is not None:
                 new, old = pending.result()

@@ -24,6 +24,12 @@ skips the duplicate-key errors of what its first attempt wrote (`insert_document
 on the first (normal) attempt, needs no extra field or index to find a part's documents, and
 stays correct when a first attempt that was presumed dead is still writing (both attempts write
 identical documents; with delete-then-insert one could delete the other's writes).
+
+One attempt at a time: `write_version` gives every publish attempt a token, kept in the
+version's registry document, and a part checks before each batch that the version is still
+``building`` under its attempt. A part of a failed attempt that is still running when the
+publish is retried (which begins the version afresh, with a new token and ``generated_at``)
+therefore stops at its next batch instead of mixing documents into the new attempt's version.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -65,7 +72,7 @@ PROGRESS_POLL_S = 1.0
 
 def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: str,
                     model_dir: str, features_dir: str, part: int, partitions: int,
-                    batch_size: int, generated_at: datetime) -> dict[str, Any]:
+                    batch_size: int, generated_at: datetime, attempt: str) -> dict[str, Any]:
     """Write the recommendation and user-embedding documents of one user partition.
 
     A part of `write_version`, run through its mapper (possibly on another machine): plain
@@ -80,6 +87,8 @@ def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: st
         part, partitions: which partition of how many.
         batch_size: documents per `insert_many`.
         generated_at: the version's ``generated_at`` (the same for every part and retry).
+        attempt: the publish attempt's token, in the version's registry document: the part
+            writes only while the version is ``building`` under this attempt.
 
     Returns:
         ``{part, users, written: {kind: n}, inserted: {kind: n}, item_counts, lists,
@@ -103,15 +112,26 @@ def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: st
     client = client_for(mongodb_uri, timeout_ms=timeout_ms)
     try:
         db = client.get_database(db_name)
-        # a late retry of a failed publish must not recreate collections a cleanup dropped
-        status = (MongoServingStore(db).get_version(version) or {}).get("status")
-        if status != STATUS_BUILDING:
-            raise PublishError(f"version {version!r} is {status or 'gone'}, not being written: "
-                               f"part {part} writes nothing")
+        store = MongoServingStore(db)
+
+        def check_attempt() -> None:
+            """Refuse to write once this attempt is over: a late part of a failed attempt must
+            neither recreate collections a cleanup dropped nor mix its documents into the
+            version that a later attempt is writing."""
+            current = store.get_version(version) or {}
+            status = current.get("status")
+            if status != STATUS_BUILDING or current.get("attempt") != attempt:
+                raise PublishError(
+                    f"version {version!r} is {status or 'gone'}"
+                    + (" under another publish attempt" if status == STATUS_BUILDING else "")
+                    + f", not being written by this one: part {part} stops")
+
+        check_attempt()
         inserted, written = {}, {}
         for kind in USER_KINDS:
             new, old = insert_documents(db[serving_collection(kind, version)],
-                                        users.documents(kind), batch_size, existing_ok=True)
+                                        users.documents(kind), batch_size, existing_ok=True,
+                                        before_batch=check_attempt)
             inserted[kind], written[kind] = new, new + old
         verify_user_sample(db, users)
     finally:
@@ -199,8 +219,10 @@ def write_version(db: Database, settings: Settings, version: str, *,
         attributes=side.attributes)
     store = MongoServingStore(db)
     n_users = side.user_count
+    attempt = uuid.uuid4().hex  # the parts write only while this attempt is the current one
     store.begin_version(version, {
-        "generated_at": generated_at, "publish_seconds": None, "metadata": side.metadata,
+        "generated_at": generated_at, "attempt": attempt, "publish_seconds": None,
+        "metadata": side.metadata,
         "counts": {"users": n_users, "items": len(items.item_ids), "recs": n_users,
                    "similar": len(items.item_ids), "popular": items.popular_len,
                    "factors": items.factors}})
@@ -212,7 +234,7 @@ def write_version(db: Database, settings: Settings, version: str, *,
             progress=progress, step=f"publish {kind}", total=items.expected[kind])[0]
     args = [(settings.mongodb_uri, settings.mongodb_db, settings.mongodb_timeout_ms, version,
              str(model_dir), str(settings.features_dir), part, side.partitions, batch_size,
-             generated_at) for part in range(side.partitions)]
+             generated_at, attempt) for part in range(side.partitions)]
     with _report_user_progress(db, version, n_users, progress):
         parts = mapper("publish users", write_user_part, args)
     users = sum(p["users"] for p in parts)

@@ -24,6 +24,7 @@ from recsys.settings import Settings
 from recsys.versions import STATUS_BUILDING, VersionedCollections
 from serving.publish import publish_model
 from serving.store import MongoServingStore
+from serving import version_writer
 from serving.version_writer import write_user_part
 from tests.features.conftest import random_batch
 from tests.serving.payloads import make_payload
@@ -166,10 +167,80 @@ def test_a_part_run_again_after_its_worker_died_adds_nothing_twice(
     db.drop_collection(serving_collection("recs", VERSION))
     db[MODEL_VERSIONS].delete_one({"_id": VERSION})
     args = (mongo_uri, databases[0], 5000, VERSION, str(model_dir),
-            str(settings.features_dir), 1, 3, 7, datetime(2024, 1, 1, tzinfo=UTC))
+            str(settings.features_dir), 1, 3, 7, datetime(2024, 1, 1, tzinfo=UTC), "attempt")
     with pytest.raises(PublishError, match="is gone, not being written"):
         write_user_part(*args)
     assert serving_collection("recs", VERSION) not in db.list_collection_names()
+
+
+def test_a_late_part_of_a_failed_attempt_writes_nothing_into_the_retried_version(
+    trained: tuple[Path, Path, Manifest], mongo_uri: str, mongo_client: MongoClient,
+    databases: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, _, _ = trained
+    settings = _settings(data_dir, mongo_uri, databases[0], partitions=3)
+    _score(trained, settings)
+    db = mongo_client[databases[0]]
+    store = MongoServingStore(db)
+    stale: list[tuple[Any, ...]] = []
+
+    def failing(label: str, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
+                ) -> list[Any]:
+        stale.extend(args_list)  # its parts are "still running somewhere" when it fails
+        raise PublishError("the first attempt failed")
+
+    with pytest.raises(PublishError, match="first attempt failed"):
+        publish_model(settings, VERSION, mapper=failing)
+
+    refused: list[str] = []
+
+    def retried(label: str, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
+                ) -> list[Any]:
+        # a late part of the failed attempt starts after the retry began: it stops before
+        # writing anything into the retry's version
+        with pytest.raises(PublishError, match="under another publish attempt") as error:
+            fn(*stale[0])
+        refused.append(str(error.value))
+        assert db[serving_collection("recs", VERSION)].count_documents({}) == 0
+        return [fn(*args) for args in args_list]
+
+    result = publish_model(settings, VERSION, mapper=retried)
+    assert result.counts["users"] == 40 and len(refused) == 1
+    generated_at = store.get_version(VERSION)["generated_at"]
+    for kind in ("recs", "user_embeddings"):  # every document is the retry's
+        assert db[serving_collection(kind, VERSION)].count_documents(
+            {"generated_at": {"$ne": generated_at}}) == 0
+
+
+def test_a_part_stops_between_batches_when_its_attempt_is_replaced(
+    trained: tuple[Path, Path, Manifest], mongo_uri: str, mongo_client: MongoClient,
+    databases: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, _, _ = trained
+    settings = _settings(data_dir, mongo_uri, databases[0], partitions=1)
+    _score(trained, settings)
+    db = mongo_client[databases[0]]
+    real_insert = version_writer.insert_documents
+
+    def replaced_after_one_batch(*args: Any, before_batch: Callable[[], None],
+                                 **kwargs: Any) -> tuple[int, int]:
+        calls = 0
+
+        def check() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:  # a retry of the publish begins while this part writes
+                db[MODEL_VERSIONS].update_one({"_id": VERSION}, {"$set": {"attempt": "retry"}})
+            before_batch()
+
+        return real_insert(*args, before_batch=check, **kwargs)
+
+    monkeypatch.setattr(version_writer, "insert_documents", replaced_after_one_batch)
+    with pytest.raises(PublishError, match="under another publish attempt, not being written "
+                                           "by this one: part 0 stops"):
+        publish_model(settings, VERSION)
+    # the part wrote its first batch (7 users), then stopped
+    assert db[serving_collection("recs", VERSION)].count_documents({}) == 7
 
 
 def test_the_version_is_switched_once_and_only_after_every_part_is_verified(

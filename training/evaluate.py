@@ -65,7 +65,10 @@ def _first_per_user_mask(matrix: sp.csr_matrix, rows: np.ndarray, holdout_fracti
     per_user = np.diff(matrix.indptr).astype(np.int64)
     n_train = np.rint((1.0 - holdout_fraction) * per_user).astype(np.int64)
     n_train = np.where(per_user > 0, np.clip(n_train, 1, per_user), 0)
-    order = np.lexsort((*within_user_keys, rows))  # grouped by user (CSR order), then by keys
+    # grouped by user, then by the keys: np.lexsort((*within_user_keys, rows)), in two stable
+    # sorts because sorting the keys alone, then the rows in that order, is ~2.5x faster
+    by_keys = np.lexsort(within_user_keys)
+    order = by_keys[np.argsort(rows[by_keys], kind="stable")]
     rank = np.empty(matrix.nnz, dtype=np.int64)
     rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
     return rank < n_train[rows]
@@ -270,14 +273,13 @@ def popularity_recommendations(train: sp.csr_matrix, k: int, *,
         block = train[start:stop]
         rows = np.repeat(np.arange(stop - start), np.diff(block.indptr))
         ranks = rank_of[block.indices]
-        seen = np.zeros((stop - start, width), dtype=bool)
+        unseen = np.ones((stop - start, width), dtype=bool)
         keep = ranks < width
-        seen[rows[keep], ranks[keep]] = True
-        order = np.argsort(seen, axis=1, kind="stable")[:, :k]  # unseen first, ranking order
-        picked_seen = np.take_along_axis(seen, order, axis=1)
-        items = ranking[:width][order]
-        items[picked_seen] = PAD_ITEM
-        out[start:stop, : items.shape[1]] = items
+        unseen[rows[keep], ranks[keep]] = False
+        # each user's first k unseen items of the ranking, in ranking order
+        position = np.cumsum(unseen, axis=1, dtype=np.int32)
+        user, rank = np.nonzero(unseen & (position <= k))
+        out[start + user, position[user, rank] - 1] = ranking[rank]
     return out
 
 

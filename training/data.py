@@ -166,13 +166,25 @@ def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
 
 
 def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Dictionary-encode a string column; return (sorted unique values, code per row)."""
-    encoded = column.combine_chunks().dictionary_encode()
+    """(sorted unique values, code per row) of a string column, plain or dictionary-encoded
+    (as parquet's dictionary pages are read: no string is hashed again)."""
+    if pa.types.is_dictionary(column.type):
+        encoded = column.unify_dictionaries().combine_chunks()
+    else:
+        encoded = column.combine_chunks().dictionary_encode()
     dictionary = encoded.dictionary
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    used = np.bincount(indices, minlength=len(dictionary)) > 0
+    if not used.all():  # a dictionary page may hold values no row uses: they are no ids
+        kept = np.flatnonzero(used)
+        dictionary = dictionary.take(pa.array(kept))
+        remap = np.zeros(len(used), dtype=np.int64)
+        remap[kept] = np.arange(len(kept), dtype=np.int64)
+        indices = remap[indices]
     order = pc.array_sort_indices(dictionary).to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    codes = rank[indices]
     values = dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False).astype(object)
     return values, codes
 
@@ -197,8 +209,12 @@ def load_interactions(path: Path, *, with_last_ts: bool = False) -> InteractionM
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "does not exist")
+    # ids read as parquet stores them, dictionary-encoded: ~3x faster than reading the strings
+    # and encoding them again
+    parquet = ds.ParquetFileFormat(
+        read_options=ds.ParquetReadOptions(dictionary_columns=["user_id", "item_id"]))
     try:
-        dataset = ds.dataset(path, format="parquet")
+        dataset = ds.dataset(path, format=parquet)
         schema = dataset.schema
     except (OSError, pa.ArrowInvalid) as exc:
         raise InputFileError(path, f"cannot read parquet: {exc}") from exc
@@ -215,11 +231,14 @@ def load_interactions(path: Path, *, with_last_ts: bool = False) -> InteractionM
     columns = {}
     for name in ("user_id", "item_id"):
         col = table.column(name)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
+        if pa.types.is_dictionary(col.type) and not (
+                pa.types.is_string(col.type.value_type)
+                and all(chunk.dictionary.null_count == 0 for chunk in col.chunks)):
+            col = col.cast(col.type.value_type)  # kept encoded only when plain, null-free text
         if pa.types.is_integer(col.type) or pa.types.is_large_string(col.type):
             col = col.cast(pa.string())
-        if not pa.types.is_string(col.type):
+        text = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not pa.types.is_string(text):
             raise InputFileError(path, f"expected strings, got {col.type}", column=name,
                                  rule="type")
         if col.null_count:

@@ -54,6 +54,36 @@ def test_matches_build_matrix(tmp_path: Path) -> None:
     assert abs(loaded.matrix - built.matrix).max() == 0
 
 
+def test_dictionary_encoded_ids_load_like_plain_ones(tmp_path: Path) -> None:
+    """Ids read through parquet's dictionary pages, several row groups with their own
+    dictionaries, a dictionary value no row uses and a null id: the same as plain strings."""
+    rng = np.random.default_rng(1)
+    users = [f"u{i}" for i in rng.integers(0, 60, 900)]
+    items = [f"i{i}" for i in rng.integers(0, 90, 900)]
+    weights = rng.random(900) + 0.1
+    plain = tmp_path / "plain.parquet"
+    write(plain, users, items, weights)
+    encoded = tmp_path / "encoded.parquet"
+    unused = pa.DictionaryArray.from_arrays(  # "zz" is in the dictionary, used by no row
+        pa.array(np.unique(users, return_inverse=True)[1].astype(np.int32)),
+        pa.array([*np.unique(users).tolist(), "zz"]))
+    pq.write_table(pa.table({"user_id": unused, "item_id": items,
+                             "weight": pa.array(weights, pa.float64())}),
+                   encoded, row_group_size=100)
+    expected, loaded = load_interactions(plain), load_interactions(encoded)
+    assert "zz" not in loaded.user_ids
+    np.testing.assert_array_equal(loaded.user_ids, expected.user_ids)
+    np.testing.assert_array_equal(loaded.item_ids, expected.item_ids)
+    assert abs(loaded.matrix - expected.matrix).max() == 0
+    with_null = pa.DictionaryArray.from_arrays(pa.array([0, None, 1], pa.int32()),
+                                               pa.array(["a", "b"]))
+    pq.write_table(pa.table({"user_id": with_null, "item_id": ["x", "y", "z"],
+                             "weight": [1.0, 1.0, 1.0]}), tmp_path / "null.parquet")
+    with pytest.raises(InputFileError, match="null") as error:
+        load_interactions(tmp_path / "null.parquet")
+    assert error.value.column == "user_id"
+
+
 @pytest.mark.parametrize(("weights", "rule"), [([1.0, 0.0], "positive"),
                                                ([1.0, float("nan")], "positive"),
                                                ([1.0, None], "not_null")])

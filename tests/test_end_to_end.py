@@ -123,6 +123,7 @@ def test_generated_batch_end_to_end(pipeline_env, api, tmp_path):
     assert again == recs
 
 
+@pytest.mark.slow  # the generated batch above runs the same path; quality: test_movielens_quality
 @pytest.mark.movielens
 def test_movielens_end_to_end(pipeline_env, api, movielens_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("RECSYS_ITERATIONS")

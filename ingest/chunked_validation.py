@@ -44,9 +44,10 @@ logger = logging.getLogger(__name__)
 
 ChunkCallback = Callable[[str, Path | None, Path | None], None]
 """``on_chunk(dataset, kept, dropped)``: one chunk's files, in file order: its rows to keep,
-normalized (parquet; None when it keeps none), and those to drop with ``_failed_rules``
-(``;``-separated), as read and as `split_invalid_rows` splits a whole table (CSV without header
-for a CSV input, else parquet; None unless the dataset's policy is ``drop`` and rows failed)."""
+normalized (an uncompressed Arrow IPC file, `pyarrow.feather`; None when it keeps none), and
+those to drop with ``_failed_rules`` (``;``-separated), as read and as `split_invalid_rows`
+splits a whole table (CSV without header for a CSV input, else parquet; None unless the
+dataset's policy is ``drop`` and rows failed)."""
 
 _ROW_COUNT = "expect_table_row_count_to_be_between"
 # Expectations on the table's columns: every chunk has the same, the first chunk's result stands.

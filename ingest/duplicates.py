@@ -6,6 +6,9 @@ row (16 bytes a row: 800 MB at 50M rows); `KeyHashes.duplicated` then marks ever
 key occurs more than once (every copy, as ``DataFrame.duplicated(keep=False)`` does, which is
 GE's pandas implementation). Duplicates that straddle chunks are found like any other. A false
 duplicate needs both hashes to collide, about n² / 2^129 for n rows (1e-23 at 50M rows).
+The two hashes of a text are pandas' SipHash under two different keys, of the text itself:
+a chunk's text column is factorized once and each distinct text hashed under both keys (the
+value's hashes do not depend on the chunk or on how often it occurs).
 
 Equality follows pandas' on the values validation sees: numbers compare by value (so an int
 chunk and a float chunk agree, as a whole read's float column would), datetimes by instant,
@@ -75,11 +78,28 @@ def _column_hashes(series: pd.Series, *, numeric_text: bool
             raw[which][is_number] = _mix(bits, which)
     is_text = ~missing & ~is_number
     if is_text.any():
-        text = series[is_text].astype("str").to_numpy(dtype=object)
+        # Factorize once and hash each distinct text with both keys (what
+        # ``categorize=True`` does, but once for the two keys); a pandas string column is
+        # text already, other objects compare by their ``str``.
+        values = series if bool(is_text.all()) else series[is_text]
+        if not _is_plain_text(dtype):
+            values = values.astype("str").to_numpy(dtype=object)
+        codes, uniques = pd.factorize(values)
+        text = np.asarray(uniques, dtype=object)
+        whole = bool(is_text.all())
         for which in range(2):
-            hashed = pd.util.hash_array(text, hash_key=_TEXT_KEYS[which], categorize=True)
-            raw[which][is_text] = hashed ^ _TEXT
+            hashed = pd.util.hash_array(text, hash_key=_TEXT_KEYS[which], categorize=False)
+            hashed = hashed[codes] ^ _TEXT
+            if whole:
+                raw[which] = hashed
+            else:
+                raw[which][is_text] = hashed
     return raw[0], raw[1], missing
+
+
+def _is_plain_text(dtype: object) -> bool:
+    """A pandas string dtype (``str``): every non-null value is a ``str`` already."""
+    return isinstance(dtype, pd.StringDtype)
 
 
 IGNORE_ROW_IF = ("all_values_are_missing", "any_value_is_missing", "never")

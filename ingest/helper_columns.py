@@ -89,7 +89,7 @@ def prepare_frame(dataset: str, frame: pd.DataFrame, known: dict[str, Collection
 def _only_where(raw: pd.Series, mask: pd.Series) -> pd.Series:
     """``raw.astype(object).where(mask, None)``, converting only the rows of `mask` (few: the
     offending ones) instead of the whole column to Python objects."""
-    out = pd.Series(np.full(len(raw), None, dtype=object), index=raw.index)
+    out = pd.Series(np.full(len(raw), None, dtype=object), index=raw.index, dtype=object)
     hit = np.asarray(mask, dtype=bool)
     if hit.any():
         out.iloc[hit] = raw.iloc[hit].astype("object").to_numpy()

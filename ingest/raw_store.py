@@ -27,7 +27,9 @@ no events) and `_seq` (ingestion order, a tie-break). The row of an entity that 
 time T is the one from the visible batch (`_effective_ts <= T`) with the greatest
 `(_effective_ts, _seq)` (see `features.snapshot`, which builds that relation).
 
-Interactions are kept as each batch brought them; batches may overlap. An event is identified
+Interactions are kept as each batch brought them, one file per event date sorted by event
+time (`ingest.event_partitions`, which writes them and counts repeated events in the same
+pass); batches may overlap. An event is identified
 by ``(user_id, item_id, timestamp, event_type)``, and when several batches carry it the batch
 with the greatest `seq` (ingested last) wins: `features.snapshot` applies that rule when it reads
 the store (`StoredBatch.seq` via `list_batches`), so every snapshot counts an event once. Each
@@ -52,6 +54,7 @@ from typing import Any
 
 import duckdb
 
+from ingest.event_partitions import write_partitions
 from ingest.reader import DATASETS
 from recsys.hashing import file_sha256
 from recsys.ids import check_id
@@ -286,24 +289,20 @@ def _write_batch(raw_files: dict[str, Path], *, raw_root: Path, batch_id: str,
         if "timestamp" not in columns:
             raise ValueError(f"{raw_files['interactions']}: column 'timestamp' missing "
                              "(rule: normalized interactions)")
-        event_type = "event_type" if "event_type" in columns else "NULL"
-        stats = con.execute(
-            f"SELECT COUNT(*), MIN(\"timestamp\"), MAX(\"timestamp\") FROM read_parquet({inter})"
-        ).fetchone()
-        n_inter, min_ts, max_ts = (int(stats[0]), stats[1], stats[2]) if stats else (0, None, None)
-        distinct = con.execute(
-            f"SELECT COUNT(*) FROM (SELECT DISTINCT user_id, item_id, \"timestamp\", "
-            f"{event_type} FROM read_parquet({inter}))").fetchone()
-        repeated = n_inter - (int(distinct[0]) if distinct else 0)
+        ((count, timed, min_ts, max_ts),) = con.execute(
+            f"SELECT COUNT(*), COUNT(\"timestamp\"), MIN(\"timestamp\"), MAX(\"timestamp\") "
+            f"FROM read_parquet({inter})").fetchall()
+        n_inter = int(count)
+        if timed != n_inter:
+            raise ValueError(f"{raw_files['interactions']}: column 'timestamp' has "
+                             f"{n_inter - timed} null value(s) (rule: normalized interactions)")
         effective = min_ts if min_ts is not None else ingested_at
         # Interactions: one file per UTC event date, sorted by time so row-group statistics
-        # let an as-of build skip most of the cut-off day.
+        # let an as-of build skip most of the cut-off day; the same pass counts repeats.
+        repeated = 0
         if n_inter:
-            con.execute(
-                f"COPY (SELECT *, CAST(\"timestamp\" AS DATE) AS date FROM read_parquet({inter}) "
-                f"ORDER BY \"timestamp\", user_id, item_id) TO {_lit(staging / 'interactions')} "
-                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), "
-                "FILENAME_PATTERN 'part_{i}')")
+            repeated = write_partitions(con, inter, staging / "interactions",
+                                        has_event_type="event_type" in columns)
         for name, key in ENTITY_DATASETS.items():
             out = staging / name
             out.mkdir()

@@ -2,7 +2,8 @@
 
 `validate_part` takes one chunk file written by `ingest.chunked_validation` (paths and plain
 values only, so a Dask worker or a process pool can run it), runs the chunk suite on it through
-GE, splits its rows under ``drop``, writes the rows to keep (normalized, as parquet) and those
+GE, splits its rows under ``drop``, writes the rows to keep (normalized, as an uncompressed
+Arrow IPC file: a scratch file, read once by `ingest.writer.ChunkWriter`) and those
 to drop (as read, in the input's format) beside the chunk file, and returns a small summary:
 GE's per-expectation results without their complete row lists, the sampled rows, and counts.
 Running it again on the same chunk rewrites the same files (idempotent, as a retried Dask task
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from ingest.drop_policy import set_aside
@@ -112,8 +114,9 @@ def validate_part(chunk_file: str, dataset: str, suite_json: str, parameters_jso
             kept, dropped = raw, raw.iloc[:0]
         stem = Path(chunk_file).with_suffix("")
         if len(kept):
-            kept_file = str(stem) + ".kept.parquet"
-            pq.write_table(arrow_table(dataset, normalize_frame(dataset, kept)), kept_file)
+            kept_file = str(stem) + ".kept.arrow"
+            feather.write_feather(arrow_table(dataset, normalize_frame(dataset, kept)),
+                                  kept_file, compression="uncompressed")
         if len(dropped):
             if csv_dropped:
                 dropped_file = str(stem) + ".dropped.csv"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from ingest.normalize import normalize_batch
@@ -108,7 +109,7 @@ def _is_plain_str(series: pd.Series) -> bool:
 class ChunkWriter:
     """Writes one chunked table as validation hands its chunks over (`ChunkCallback`).
 
-    Each chunk's kept rows come normalized in a parquet file of their own (written by the part
+    Each chunk's kept rows come normalized in an Arrow IPC file of their own (written by the part
     that validated them, `ingest.validation_part`) and are appended with a
     `pyarrow.parquet.ParquetWriter` to
     ``<folder>/<dataset>.parquet``, in the schema `write_batch_parquet` gives a whole table
@@ -136,11 +137,11 @@ class ChunkWriter:
         return self.folder / f"{self.dataset}.parquet"
 
     def append(self, kept: Path | None, dropped: Path | None) -> None:
-        """Append one validated chunk: its kept rows (a normalized parquet file, cast here to
+        """Append one validated chunk: its kept rows (a normalized Arrow IPC file, cast here to
         the file's schema) and its dropped rows (as read, CSV without header or parquet)."""
         self._open()
         if kept is not None:
-            table = self._to_schema(pq.read_table(kept))
+            table = self._to_schema(feather.read_table(kept, memory_map=False))
             self._writer.write_table(table)
             self.rows += table.num_rows
         if dropped is None:

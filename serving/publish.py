@@ -201,6 +201,7 @@ def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
            mapper: Mapper = serial_map) -> PublishResult:
     """The steps of the module docstring; the caller holds the publish lock."""
     store = MongoServingStore(db)
+    unfinished = store.get_version(version)  # an earlier attempt's, before cleanup drops it
     store.cleanup_incomplete()
     cleanup_online(db)
     active = store.active_version()
@@ -216,7 +217,8 @@ def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
         if not write_missing:
             raise NotFound(f"model version {version!r} is not published in MongoDB; publish it "
                            f"with `recsys models promote {version}`")
-        counts = write_version(db, settings, version, mapper=mapper, progress=progress)
+        counts = write_version(db, settings, version, mapper=mapper, progress=progress,
+                               unfinished=unfinished)
     doc = store.get_version(version) or {}
     snapshot = (doc.get("metadata") or {}).get("feature_snapshot")
     snapshot = str(snapshot) if snapshot else None

@@ -12,6 +12,7 @@ Document shapes (every serving document carries `model_version`; datetimes are U
 
     {_id: <version>, status: "building" | "ready" | "dropping",
      created_at: datetime, ready_at: datetime | None, generated_at: datetime,
+     attempt: str,                # the publish attempt writing it (serving/version_writer.py)
      counts: {users, items, recs, similar, popular, factors},
      publish_seconds: float | None,
      metadata: {...},             # the model's metadata: params, metrics, feature_snapshot, ...

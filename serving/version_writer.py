@@ -28,8 +28,10 @@ identical documents; with delete-then-insert one could delete the other's writes
 One attempt at a time: `write_version` gives every publish attempt a token, kept in the
 version's registry document, and a part checks before each batch that the version is still
 ``building`` under its attempt. A part of a failed attempt that is still running when the
-publish is retried (which begins the version afresh, with a new token and ``generated_at``)
-therefore stops at its next batch instead of mixing documents into the new attempt's version.
+publish is retried (which begins the version afresh, with a new token) therefore stops at its
+next check. The batch it checked just before the retry began may still land (at most one per
+late part); a retry keeps the unfinished attempt's ``generated_at``, so such a batch holds
+exactly the documents the retry would write, and the retry's parts skip them as their own.
 """
 
 from __future__ import annotations
@@ -181,9 +183,21 @@ def _report_user_progress(db: Database, version: str, total: int,
         poller.join()
 
 
+def _generated_at(registered: dict[str, Any] | None) -> datetime:
+    """The version's ``generated_at``: kept from an unfinished earlier attempt (so a late part
+    of that attempt can only write documents identical to this attempt's), else now. BSON
+    keeps milliseconds, so a new value is cut to them as well."""
+    if registered and registered.get("status") == STATUS_BUILDING and registered.get(
+            "generated_at"):
+        return registered["generated_at"].astimezone(UTC)
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def write_version(db: Database, settings: Settings, version: str, *,
                   mapper: Mapper = serial_map,
-                  progress: ProgressCallback | None = None) -> dict[str, int]:
+                  progress: ProgressCallback | None = None,
+                  unfinished: dict[str, Any] | None = None) -> dict[str, int]:
     """Write model `version` from `settings.models_dir` into the serving store, ready to switch.
 
     See the module docstring. Rewrites a version that is in MongoDB but not ready; refuses
@@ -198,6 +212,9 @@ def write_version(db: Database, settings: Settings, version: str, *,
             here).
         progress: told the documents written: per batch for the item collections, each
             second for the users (steps ``publish <kind>``).
+        unfinished: the version's registry document left by an earlier, failed attempt (read
+            before `MongoServingStore.cleanup_incomplete` dropped it), if any: its
+            ``generated_at`` is kept (see the module docstring).
 
     Returns:
         The version's counts ``{users, items, recs, similar, popular, factors}``.
@@ -211,13 +228,13 @@ def write_version(db: Database, settings: Settings, version: str, *,
     started = time.perf_counter()
     model_dir = version_dir(settings.models_dir, version)
     side = load_item_side(model_dir, settings.features_dir)
-    generated_at = datetime.now(UTC)  # one value for every part and retry
+    store = MongoServingStore(db)
+    generated_at = _generated_at(unfinished)
     items = build_item_documents(
         version, generated_at, item_ids=side.item_ids, similar_items=side.similar_items,
         similar_scores=side.similar_scores, popular_items=side.popular_items,
         popular_scores=side.popular_scores, item_factors=side.item_factors,
         attributes=side.attributes)
-    store = MongoServingStore(db)
     n_users = side.user_count
     attempt = uuid.uuid4().hex  # the parts write only while this attempt is the current one
     store.begin_version(version, {

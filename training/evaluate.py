@@ -65,13 +65,27 @@ def _first_per_user_mask(matrix: sp.csr_matrix, rows: np.ndarray, holdout_fracti
     per_user = np.diff(matrix.indptr).astype(np.int64)
     n_train = np.rint((1.0 - holdout_fraction) * per_user).astype(np.int64)
     n_train = np.where(per_user > 0, np.clip(n_train, 1, per_user), 0)
-    # grouped by user, then by the keys: np.lexsort((*within_user_keys, rows)), in two stable
-    # sorts because sorting the keys alone, then the rows in that order, is ~2.5x faster
-    by_keys = np.lexsort(within_user_keys)
-    order = by_keys[np.argsort(rows[by_keys], kind="stable")]
+    order = _grouped_order(rows, within_user_keys)
     rank = np.empty(matrix.nnz, dtype=np.int64)
     rank[order] = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
     return rank < n_train[rows]
+
+
+def _grouped_order(rows: np.ndarray, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``np.lexsort((*keys, rows))``: grouped by row (ascending), then by the keys.
+
+    One key in [0, 1) (the random split's) takes a faster path, ~7x: one sort of
+    ``row + key``. It is used only when it provably gives lexsort's order: the sorted sums
+    strictly increase (no two keys of a row collapsed to one float) and their rows never
+    decrease (no key rounded up into the next row); otherwise, lexsort.
+    """
+    if len(keys) == 1 and len(rows) and 0.0 <= keys[0].min() and keys[0].max() < 1.0:
+        combined = rows + keys[0]
+        order = np.argsort(combined)
+        ordered = combined[order]
+        if (ordered[1:] > ordered[:-1]).all() and (np.diff(rows[order]) >= 0).all():
+            return order
+    return np.lexsort((*keys, rows))
 
 
 def _nonzero_rows(matrix: sp.csr_matrix) -> np.ndarray:
@@ -246,10 +260,14 @@ def ranking_metrics(recommended: np.ndarray, test: sp.csr_matrix, k: int, *,
     return result
 
 
-def popularity_recommendations(train: sp.csr_matrix, k: int, *,
-                               max_cells: int = 50_000_000) -> np.ndarray:
+def popularity_recommendations(train: sp.csr_matrix, k: int) -> np.ndarray:
     """Most-popular baseline: the k most popular items (by distinct users, ties by weight) that
     each user has not interacted with in `train`.
+
+    Without a per-user pass: with a user's seen items' positions in the ranking sorted,
+    r_0 < r_1 < ..., there are g_i = r_i - i unseen items ahead of r_i, so the user's j-th
+    unseen item (from 0) sits at position j + #{i: g_i <= j}; one sort and one binary search
+    for all users.
 
     Returns:
         (n_users, k) int32 item indices, -1 padded when a user has seen nearly every item.
@@ -262,24 +280,19 @@ def popularity_recommendations(train: sp.csr_matrix, k: int, *,
     ranking = popularity_order(counts, weights)
     rank_of = np.empty(n_items, dtype=np.int64)
     rank_of[ranking] = np.arange(n_items)
-    per_user = np.diff(train.indptr)
+    rows = _nonzero_rows(train)
+    span = n_items + 1  # > any rank or g: (row, value) pairs as one sortable integer
+    seen = np.sort(rows * span + rank_of[train.indices])  # each row's ranks, ascending
+    starts = train.indptr[:-1].astype(np.int64)
+    within = np.arange(train.nnz, dtype=np.int64) - np.repeat(starts, np.diff(train.indptr))
+    unseen_ahead = seen - within  # row * span + g_i, still ascending
+    wanted = np.arange(k, dtype=np.int64)
+    queries = np.arange(n_users, dtype=np.int64)[:, None] * span + wanted[None, :]
+    ahead = np.searchsorted(unseen_ahead, queries, side="right") - starts[:, None]
+    position = wanted[None, :] + ahead
     out = np.full((n_users, k), PAD_ITEM, dtype=np.int32)
-
-    # Each user needs at most k + (their items) candidates from the head of the ranking.
-    batch = max(1, max_cells // max(1, min(n_items, k + int(per_user.max(initial=0)))))
-    for start in range(0, n_users, batch):
-        stop = min(n_users, start + batch)
-        width = min(n_items, k + int(per_user[start:stop].max(initial=0)))
-        block = train[start:stop]
-        rows = np.repeat(np.arange(stop - start), np.diff(block.indptr))
-        ranks = rank_of[block.indices]
-        unseen = np.ones((stop - start, width), dtype=bool)
-        keep = ranks < width
-        unseen[rows[keep], ranks[keep]] = False
-        # each user's first k unseen items of the ranking, in ranking order
-        position = np.cumsum(unseen, axis=1, dtype=np.int32)
-        user, rank = np.nonzero(unseen & (position <= k))
-        out[start + user, position[user, rank] - 1] = ranking[rank]
+    found = position < n_items
+    out[found] = ranking[position[found]]
     return out
 
 

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from recsys.errors import ModelError
 from training.data import InteractionMatrix, to_csr
 from training.evaluate import (
+    _grouped_order,
     evaluation_users,
     holdout_split,
     popularity_recommendations,
@@ -19,7 +20,13 @@ from training.evaluate import (
     split_per_user_by_time,
     train_and_evaluate,
 )
-from training.model import AlsParams, fit_als, recommend_top_n
+from training.model import (
+    AlsParams,
+    fit_als,
+    item_popularity,
+    popularity_order,
+    recommend_top_n,
+)
 
 
 def csr(dense) -> sp.csr_matrix:
@@ -135,10 +142,17 @@ def test_popularity_recommendations_excludes_seen_items_and_pads() -> None:
     np.testing.assert_array_equal(recs[2], [-1, -1, -1])   # has seen everything
 
 
-def test_popularity_recommendations_batches_agree() -> None:
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_popularity_recommendations_match_a_per_user_reference(k: int) -> None:
     matrix = _random_matrix()
-    np.testing.assert_array_equal(popularity_recommendations(matrix, 5),
-                                  popularity_recommendations(matrix, 5, max_cells=7))
+    counts, weights = item_popularity(matrix)
+    ranking = popularity_order(counts, weights)
+    expected = np.full((matrix.shape[0], k), -1, dtype=np.int32)
+    for user in range(matrix.shape[0]):
+        seen = set(matrix.indices[matrix.indptr[user]:matrix.indptr[user + 1]].tolist())
+        unseen = [item for item in ranking.tolist() if item not in seen][:k]
+        expected[user, :len(unseen)] = unseen
+    np.testing.assert_array_equal(popularity_recommendations(matrix, k), expected)
 
 
 def test_train_and_evaluate_on_checkerboard(checkerboard, small_params: AlsParams) -> None:
@@ -298,3 +312,19 @@ def test_train_and_evaluate_records_the_split(checkerboard, small_params: AlsPar
     untimed = InteractionMatrix(user_ids=ids, item_ids=ids.copy(), matrix=checkerboard)
     with pytest.raises(ModelError, match="last_ts"):
         train_and_evaluate(untimed, small_params, k=3, split="time")
+
+
+def test_grouped_order_is_lexsorts_on_both_paths() -> None:
+    rng = np.random.default_rng(5)
+    rows = np.sort(rng.integers(0, 50, 2000))
+    keys = rng.random(2000)
+    expected = np.lexsort((keys, rows))
+    np.testing.assert_array_equal(_grouped_order(rows, (keys,)), expected)  # the float path
+    tied = np.round(keys, 1)  # ties: the float path refuses, lexsort keeps the input order
+    np.testing.assert_array_equal(_grouped_order(rows, (tied,)), np.lexsort((tied, rows)))
+    near_one = np.full(2000, 1.0 - 2.0 ** -53)  # rounds up into the next row as a float sum
+    np.testing.assert_array_equal(_grouped_order(rows, (near_one,)),
+                                  np.lexsort((near_one, rows)))
+    second = rng.random(2000)
+    np.testing.assert_array_equal(_grouped_order(rows, (keys, second)),
+                                  np.lexsort((keys, second, rows)))

@@ -39,10 +39,6 @@ from recsys.settings import Settings
 
 R = TypeVar("R")
 
-CONNECT_TIMEOUT_S = 10.0
-"""How long the flow waits for the scheduler of an existing cluster, and then for its first
-worker, before it gives up."""
-
 
 @dataclass(frozen=True)
 class FlowRunner:
@@ -92,7 +88,7 @@ def open_runner(settings: Settings) -> Iterator[FlowRunner]:
 def _dask_task_runner(settings: Settings) -> DaskTaskRunner:
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address,
-                              client_kwargs={"timeout": f"{CONNECT_TIMEOUT_S}s"})
+                              client_kwargs={"timeout": f"{settings.dask_connect_timeout_s}s"})
     # One thread per worker process: a part is the unit of parallelism, and the nanny already
     # limits each worker's BLAS/OpenMP to one thread (distributed.nanny.pre-spawn-environ).
     # The dashboard needs bokeh, which is not a dependency: a free port when it is installed.
@@ -118,11 +114,11 @@ def _connect(task_runner: DaskTaskRunner, settings: Settings) -> distributed.Cli
             f"a LocalCluster of {settings.dask_workers} worker processes could not be started: "
             f"{cause}") from None
     try:
-        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        client.wait_for_workers(1, timeout=settings.dask_connect_timeout_s)
     except TimeoutError:
         raise DaskClusterError(
             f"the Dask cluster at {client.scheduler.address} has no worker (waited "
-            f"{CONNECT_TIMEOUT_S:g} s): start `dask worker {client.scheduler.address}`"
+            f"{settings.dask_connect_timeout_s:g} s): start `dask worker {client.scheduler.address}`"
         ) from None
     return client
 

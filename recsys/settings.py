@@ -208,6 +208,9 @@ class Settings(BaseSettings):
         "None with RECSYS_TASK_RUNNER=dask: a LocalCluster is started for the run")
     dask_workers: int = Field(2, ge=1, le=256,
                               description="worker processes of the run's LocalCluster")
+    dask_connect_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="how long a run waits for the Dask scheduler, then for "
+        "its first worker, before it fails (DaskClusterError) with nothing written")
     partitions: int | None = Field(
         None, ge=1, le=4096, description="user partitions of the partitioned stages (stable "
         "hash of the user id); None: 1 with the local runner, 2 x dask_workers with dask; set it to 2-4 x the workers of an "

@@ -179,7 +179,8 @@ def test_an_unreachable_cluster_fails_in_one_line_before_anything_is_written(
     data_dir = tmp_path / "data"
     env = {**os.environ, "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name,
            "RECSYS_DATA_DIR": str(data_dir), "RECSYS_TASK_RUNNER": "dask",
-           "RECSYS_DASK_ADDRESS": address, "PREFECT_API_URL": PREFECT_API_URL.value()}
+           "RECSYS_DASK_ADDRESS": address, "RECSYS_DASK_CONNECT_TIMEOUT_S": "2",
+           "PREFECT_API_URL": PREFECT_API_URL.value()}
     proc = subprocess.run([sys.executable, "-m", "recsys", "pipeline", "--input",
                            str(batch.directory)], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -218,8 +219,7 @@ def test_project_errors_cross_process_boundaries_intact() -> None:
 
 
 @pytest.mark.integration
-def test_a_cluster_without_workers_fails_in_one_line(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cluster_without_workers_fails_in_one_line(tmp_path: Path) -> None:
     """Parts sent to a scheduler that has no worker would wait forever: refuse it up front."""
     port = free_port()
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
@@ -233,9 +233,8 @@ def test_a_cluster_without_workers_fails_in_one_line(tmp_path: Path,
                 break
             except OSError:
                 assert time.monotonic() < deadline, "dask scheduler did not start"
-        monkeypatch.setattr("flows.runner.CONNECT_TIMEOUT_S", 1.0)
         settings = Settings(data_dir=tmp_path, task_runner="dask",
-                            dask_address=f"tcp://127.0.0.1:{port}")
+                            dask_address=f"tcp://127.0.0.1:{port}", dask_connect_timeout_s=1)
         with pytest.raises(DaskClusterError, match=r"has no worker \(waited 1 s\)"):
             with open_runner(settings):
                 pass

@@ -1,10 +1,11 @@
-"""Publishing benchmark: `MongoServingStore.publish` vs bare `insert_many` of the same documents.
+"""Publishing benchmark: `write_payload_version` vs bare `insert_many` of the same documents.
 
     python -m bench publish --users 1000000 --items 20000 --top-n 50 [--explain-n 3]
 
 Starts its own `secantusd-py` (on-disk, in a temp dir) unless `--uri` is given. The baseline
-inserts exactly the documents `publish` writes (recs, similar, popular, user and item
-embeddings; built by `serving.documents.build_documents`, as publish builds them) with
+inserts exactly the documents the publish writes (recs, similar, popular, user and item
+embeddings; built by `serving.documents.build_documents`, as
+`serving.version_writer.write_payload_version` builds them) with
 `insert_many(ordered=False)` in the same batch size; only the `insert_many` calls are timed
 (documents are built untimed, batch by batch, so memory stays bounded). The publish time is
 everything: validation, document building, writes, verification and the ready flag. Prints one
@@ -32,7 +33,7 @@ from recsys.mongo import SERVING_KINDS, serving_collection
 from recsys.mongo_server import EmbeddedMongo, free_port
 from serving.documents import batches, build_documents
 from serving.payload import PublishPayload
-from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 
 logger = logging.getLogger("bench.publish")
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("bare: %.1fs; publish ...", bare)
         load["publish_start"] = os.getloadavg()[0]
         started, cpu = time.perf_counter(), time.process_time()
-        MongoServingStore(client["bench_publish"]).publish(payload, batch_size=args.batch_size)
+        write_payload_version(client["bench_publish"], payload, batch_size=args.batch_size)
         published, cpu = time.perf_counter() - started, time.process_time() - cpu
         load["publish_end"] = os.getloadavg()[0]
         client.drop_database("bench_publish")

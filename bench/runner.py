@@ -3,6 +3,7 @@
     python -m bench run --size small     # 100k interactions, a minute or two
     python -m bench run --size medium    # 5M interactions
     python -m bench run --size large     # 50M interactions, 1M users, 100k items (hours on 2 cores)
+    python -m bench run --size medium --stage training --repeat 3   # the median of 3 pairs
 
 It generates a batch deterministically (`recsys.datagen.generate_batch`, seed 42), then runs the
 stage functions the pipeline flow's tasks call, in order, each stage's output feeding the next,
@@ -60,10 +61,33 @@ STAGE_MODULES = {
 }
 
 
-def phase_order(stages: tuple[str, ...]) -> list[str]:
-    """The phases a run measures, in order: `generate`, then each stage's baseline and ours."""
+# Stages whose two sides can run again on the same work folder. Publish cannot: its `ours`
+# switches the version it wrote to active, and an active version is never rewritten.
+REPEATABLE = ("validation", "features", "training", "serving")
+
+
+def phase_order(stages: tuple[str, ...], repeat: int = 1) -> list[str]:
+    """The phases a run measures, in order: `generate`, then each stage's baseline and ours,
+    that pair `repeat` times over for the `REPEATABLE` stages (interleaved, so a change in the
+    machine's speed hits both sides alike)."""
     return ["generate"] + [f"{stage}/{side}" for stage in STAGES if stage in stages
+                           for _ in range(repeat if stage in REPEATABLE else 1)
                            for side in ("baseline", "ours")]
+
+
+def _record(phases: dict[str, Any], phase: str, result: dict[str, Any]) -> None:
+    """Keep `result` as `phase`'s result; with repeats, keep the run of median seconds and list
+    every run's seconds under `repeats`."""
+    earlier = phases.get(phase)
+    runs = [*(earlier.get("repeats") or [earlier]), result] if earlier else [result]
+    if len(runs) == 1:
+        phases[phase] = result
+        return
+    by_seconds = sorted(runs, key=lambda run: run["seconds"])
+    median = dict(by_seconds[(len(by_seconds) - 1) // 2])
+    median.pop("repeats", None)
+    phases[phase] = {**median, "repeats": [{k: v for k, v in run.items() if k != "repeats"}
+                                           for run in runs]}
 
 
 def _merge_earlier(results: dict[str, Any], json_path: Path, size: Size) -> None:
@@ -82,7 +106,7 @@ def _merge_earlier(results: dict[str, Any], json_path: Path, size: Size) -> None
 
 def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
                   uri: str | None = None, stages: tuple[str, ...] = STAGES, keep: bool = False,
-                  echo: Callable[[str], Any] = print) -> dict[str, Any]:
+                  repeat: int = 1, echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the benchmark at `size`; write `<results_dir>/<size>.json` and `.md`; return them.
 
     Args:
@@ -92,12 +116,16 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
         uri: an existing MongoDB (default: an embedded secantusd-py in the work folder).
         stages: the stages to measure; a subset merges into the size's earlier results.
         keep: keep the temp work folder.
+        repeat: how many times each `REPEATABLE` stage's pair of sides runs; its ratio is then
+            the median of the pairs' ratios (`bench.report.summarize`).
         echo: progress lines go here.
 
     Raises:
         RuntimeError: a phase failed (its log is in `<work>/bench.log`), or the serving stage
             is asked for and `wrk` is not installed.
     """
+    if repeat < 1:
+        raise ValueError("repeat must be >= 1")
     if "serving" in stages and shutil.which("wrk") is None:  # fail before hours of work
         raise RuntimeError("the serving stage needs wrk (apt-get install wrk); without it, "
                            "measure the other stages with --stage")
@@ -109,18 +137,23 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
         results: dict[str, Any] = {
             "size": asdict(size), "seed": SEED, "started_at": datetime.now(UTC).isoformat(
                 timespec="seconds"), "machine": machine_info(), "work_dir": str(work_dir),
-            "command": f"python -m bench run --size {size.name}", "stages": list(stages),
+            "command": f"python -m bench run --size {size.name}"
+                       + (f" --repeat {repeat}" if repeat > 1 else ""), "stages": list(stages),
             "mongodb": "external" if uri else "embedded secantusd-py", "phases": {},
             "summary": {}}
         if set(stages) != set(STAGES):
             _merge_earlier(results, json_path, size)
-        for phase in phase_order(stages):
+        measured: set[str] = set()  # this run's phases (the merged ones are earlier runs')
+        for phase in phase_order(stages, repeat):
             echo(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {size.name}: {phase} ...")
             stage, _, side = phase.partition("/")
             result = run_child(STAGE_MODULES[stage], [side or stage, str(work_dir),
                                                       size.to_json(), mongo_uri],
                                log_file=log_file)
-            results["phases"][phase] = round_floats(result)
+            if phase not in measured:
+                results["phases"].pop(phase, None)
+                measured.add(phase)
+            _record(results["phases"], phase, round_floats(result))
             results["summary"] = round_floats(summarize(results))
             json_path.write_text(json.dumps(results, indent=2) + "\n")
             echo(f"    {result['seconds']:.1f} s, peak {result['peak_rss_mib']:,.0f} MiB")
@@ -151,6 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="an existing MongoDB (default: an embedded secantusd-py in the "
                              "work folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp work folder")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each stage's two sides this many times, interleaved, and "
+                             f"report the median ratio ({', '.join(REPEATABLE)}; publish runs "
+                             "once)")
     return parser.parse_args(argv)
 
 
@@ -166,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results = run_benchmark(SIZES[args.size], results_dir=out, work=args.work, uri=args.uri,
                                 stages=tuple(args.stage) if args.stage else STAGES,
-                                keep=args.keep)
-    except RuntimeError as error:
+                                keep=args.keep, repeat=args.repeat)
+    except (RuntimeError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"\nresults: {out / args.size}.json, {out / args.size}.md\n")
     print(markdown(results))

@@ -44,6 +44,7 @@ from bench.child_process import REPO
 from bench.publish import VERSION, make_payload
 from recsys.mongo_server import EmbeddedMongo, free_port
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 
 logger = logging.getLogger("bench.serving_load")
 DB = "bench_serving"
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         client.drop_database(DB)
         store = MongoServingStore(client[DB])
         logger.info("publishing %d users ...", args.users)
-        store.publish(make_payload(args.users, args.items, 50, 20, 32, 0))
+        write_payload_version(store.db, make_payload(args.users, args.items, 50, 20, 32, 0))
         store.activate(VERSION)
         scripts = write_scripts(tmp, min(args.hot_users, args.users))
         for workers in args.workers:

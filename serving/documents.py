@@ -421,12 +421,6 @@ class VersionDocuments:
         """Documents per kind of collection (``recs``, ``similar``, ...)."""
         return {**self.users.expected, **self.items.expected}
 
-    def version_fields(self) -> dict[str, Any]:
-        """``counts``, ``features`` and ``recommendations`` of the version document."""
-        return version_fields(self.items, n_users=len(self.users.user_ids),
-                              list_counts=self.users.list_counts(),
-                              explanations=self.users.explanations)
-
     def documents(self, kind: str) -> Iterator[dict[str, Any]]:
         """The documents of one kind of collection (`recsys.mongo.SERVING_KINDS`), lazily."""
         if kind in USER_KINDS:

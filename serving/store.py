@@ -47,9 +47,10 @@ Publishing inserts unordered batches of ``batch_size`` documents (`insert_docume
 the next batch while the previous one is written, then verifies counts (acknowledged inserts and
 the collection's metadata count), the ``_id`` index of every collection and a sample of
 ``VERIFY_SAMPLE`` users (list and embedding, `verify_user_sample`) before marking the version
-ready. `MongoServingStore.publish` does this for a whole `PublishPayload`;
-`serving.version_writer.write_version` (what `publish_model` uses) does it per user partition,
-the partitions written by parallel writers into the same collections. All API reads are by
+ready. The one sequence that drives these primitives is in `serving/version_writer.py`
+(`write_version`, what `publish_model` uses, per user partition, the partitions written by
+parallel writers into the same collections; `write_payload_version` for a whole in-memory
+`PublishPayload`, in tests and benchmarks). All API reads are by
 ``_id``, so the default ``_id`` index is the only one the collections need (behind a mongos the
 collections are sharded on hashed ``_id``, `recsys.versions`); ``model_versions`` gets an index
 on ``(status, created_at)`` for listing and pruning.
@@ -74,7 +75,6 @@ from recsys.errors import PublishError
 from recsys.mongo import (
     ACTIVE_POINTER_ID,
     MODEL_VERSIONS,
-    SERVING_KINDS,
     SERVING_STATE,
     open_database,
     recs_collection,
@@ -85,8 +85,7 @@ from recsys.mongo import (
 from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
 from recsys.versions import VersionedCollections
-from serving.documents import UserDocuments, batches, build_documents
-from serving.payload import PublishPayload
+from serving.documents import UserDocuments, batches
 
 logger = logging.getLogger(__name__)
 
@@ -182,51 +181,7 @@ class MongoServingStore:
         return {"version": version,
                 "users": self.db[recs_collection(version)].estimated_document_count()}
 
-    # ---------------------------------------------------------------- publish
-
-    def publish(self, payload: PublishPayload, *, batch_size: int = 5000,
-                progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """Write every collection of `payload.version` and mark it ready (not active).
-
-        The whole payload is one part: `serving.version_writer.write_version` writes a version
-        from the model registry per user partition through the same steps (`begin_version`,
-        `insert_documents`, `verify_counts`, `verify_user_sample`, `mark_ready`). Rerunning with the same
-        version drops whatever that version has (an incomplete or a ready-but-inactive copy)
-        and rewrites it. The active version is never overwritten. `progress` is told the
-        documents written after each batch (steps ``publish <kind>``).
-
-        Returns:
-            ``{version, counts, seconds, replaced}``.
-
-        Raises:
-            InvalidId: the version breaks the id rule.
-            PublishError: bad payload, the version is active, or verification failed (the
-                version then stays ``building`` for `cleanup_incomplete`).
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        started = time.perf_counter()
-        docs = build_documents(payload)  # validates everything before touching the database
-        version = docs.version
-        fields = docs.version_fields()
-        replaced = self.begin_version(version, {
-            "generated_at": docs.generated_at, "publish_seconds": None,
-            "metadata": payload.metadata, **fields})
-        written = {kind: self._insert(
-            serving_collection(kind, version), docs.documents(kind), batch_size,
-            progress=progress, step=f"publish {kind}", total=docs.expected.get(kind))
-            for kind in SERVING_KINDS}
-        self.verify_counts(version, docs.expected, written)
-        verify_user_sample(self.db, docs.users)
-        seconds = self.mark_ready(version, started=started)
-        logger.info("published version %s: %s in %.2fs", version, fields["counts"], seconds)
-        return {"version": version, "counts": fields["counts"], "seconds": seconds,
-                "replaced": replaced}
-
-    def _insert(self, name: str, docs: Iterable[dict[str, Any]], batch_size: int,
-                **kwargs: Any) -> int:
-        """`insert_documents` into collection `name`: the documents inserted."""
-        return insert_documents(self.db[name], docs, batch_size, **kwargs)[0]
+    # ---------------------------------------------------------------- writing a version
 
     def begin_version(self, version: str, fields: dict[str, Any]) -> bool:
         """Start writing `version`: its `model_versions` document (``building``, plus `fields`)

@@ -16,6 +16,10 @@
    documents expected (the ``_id`` index makes a duplicate impossible, so a right count
    means no gap either), then mark the version ready. Switching stays with `publish_model`.
 
+Steps 2-4 are one sequence (`_write`), the only code that writes a version into the serving
+collections; `write_payload_version` drives it for a whole in-memory `PublishPayload` (tests,
+benchmarks), its users as one part written in the caller's process.
+
 Idempotent parts: a document's ``_id`` is its user id and its content a pure function of the
 model's files and the version's ``generated_at`` (fixed by the coordinator and passed to every
 part), so a part that Dask runs again after its worker died inserts with ``ordered=False`` and
@@ -25,7 +29,7 @@ on the first (normal) attempt, needs no extra field or index to find a part's do
 stays correct when a first attempt that was presumed dead is still writing (both attempts write
 identical documents; with delete-then-insert one could delete the other's writes).
 
-One attempt at a time: `write_version` gives every publish attempt a token, kept in the
+One attempt at a time: `_write` gives every publish attempt a token, kept in the
 version's registry document, and a part checks before each batch that the version is still
 ``building`` under its attempt. A part of a failed attempt that is still running when the
 publish is retried (which begins the version afresh, with a new token) therefore stops at its
@@ -40,7 +44,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,17 +63,65 @@ from serving.artifacts import load_item_side, load_user_part, version_dir
 from serving.documents import (
     ITEM_KINDS,
     USER_KINDS,
+    ItemDocuments,
+    UserDocuments,
     attribute_columns,
     attribute_values,
+    build_documents,
     build_item_documents,
     build_user_documents,
     version_fields,
 )
+from serving.payload import PublishPayload
 from serving.store import MongoServingStore, insert_documents, verify_user_sample
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_POLL_S = 1.0
+
+
+def _attempt_check(store: MongoServingStore, version: str, attempt: str, part: int
+                   ) -> Callable[[], None]:
+    """A check that raises once `version` is no longer ``building`` under `attempt`.
+
+    A late part of a failed attempt must neither recreate collections a cleanup dropped nor mix
+    its documents into the version that a later attempt is writing.
+    """
+    def check() -> None:
+        current = store.get_version(version) or {}
+        status = current.get("status")
+        if status != STATUS_BUILDING or current.get("attempt") != attempt:
+            raise PublishError(
+                f"version {version!r} is {status or 'gone'}"
+                + (" under another publish attempt" if status == STATUS_BUILDING else "")
+                + f", not being written by this one: part {part} stops")
+
+    return check
+
+
+def _write_users(db: Database, users: UserDocuments, *, part: int, attempt: str,
+                 batch_size: int, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Insert the recommendation and user-embedding documents of one part (idempotently, only
+    while `attempt` is the one writing the version) and check a sample of them as stored.
+
+    Returns:
+        The part's result, as `write_user_part` describes it.
+    """
+    version = users.version
+    check_attempt = _attempt_check(MongoServingStore(db), version, attempt, part)
+    check_attempt()
+    inserted, written = {}, {}
+    for kind in USER_KINDS:
+        new, old = insert_documents(db[serving_collection(kind, version)],
+                                    users.documents(kind), batch_size, existing_ok=True,
+                                    before_batch=check_attempt, progress=progress,
+                                    step=f"publish {kind}", total=len(users.user_ids))
+        inserted[kind], written[kind] = new, new + old
+    verify_user_sample(db, users)
+    item_counts, lists = users.list_counts()
+    return {"part": part, "users": len(users.user_ids), "written": written,
+            "inserted": inserted, "item_counts": item_counts, "lists": lists,
+            "explanations": users.explanations}
 
 
 def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: str,
@@ -113,39 +165,15 @@ def write_user_part(mongodb_uri: str, db_name: str, timeout_ms: int, version: st
         explain_scores=data.rec_explain_scores)
     client = client_for(mongodb_uri, timeout_ms=timeout_ms)
     try:
-        db = client.get_database(db_name)
-        store = MongoServingStore(db)
-
-        def check_attempt() -> None:
-            """Refuse to write once this attempt is over: a late part of a failed attempt must
-            neither recreate collections a cleanup dropped nor mix its documents into the
-            version that a later attempt is writing."""
-            current = store.get_version(version) or {}
-            status = current.get("status")
-            if status != STATUS_BUILDING or current.get("attempt") != attempt:
-                raise PublishError(
-                    f"version {version!r} is {status or 'gone'}"
-                    + (" under another publish attempt" if status == STATUS_BUILDING else "")
-                    + f", not being written by this one: part {part} stops")
-
-        check_attempt()
-        inserted, written = {}, {}
-        for kind in USER_KINDS:
-            new, old = insert_documents(db[serving_collection(kind, version)],
-                                        users.documents(kind), batch_size, existing_ok=True,
-                                        before_batch=check_attempt)
-            inserted[kind], written[kind] = new, new + old
-        verify_user_sample(db, users)
+        result = _write_users(client.get_database(db_name), users, part=part, attempt=attempt,
+                              batch_size=batch_size)
     finally:
         client.close()
-    item_counts, lists = users.list_counts()
-    skipped = written["recs"] - inserted["recs"]
+    skipped = result["written"]["recs"] - result["inserted"]["recs"]
     logger.info("version %s part %d/%d: %d users in %.1fs%s", version, part, partitions,
-                len(users.user_ids), time.perf_counter() - started,
+                result["users"], time.perf_counter() - started,
                 f" ({skipped} already stored by an earlier attempt)" if skipped else "")
-    return {"part": part, "users": len(users.user_ids), "written": written,
-            "inserted": inserted, "item_counts": item_counts, "lists": lists,
-            "explanations": users.explanations}
+    return result
 
 
 @contextmanager
@@ -194,6 +222,55 @@ def _generated_at(registered: dict[str, Any] | None) -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def _write(db: Database, items: ItemDocuments, *, metadata: dict[str, Any], n_users: int,
+           partitions: int, write_users: Callable[[str], list[dict[str, Any]]],
+           batch_size: int, progress: ProgressCallback | None, started: float
+           ) -> tuple[dict[str, int], float, bool]:
+    """The one sequence that writes a version: begin it, write the item side, have
+    `write_users(attempt)` write the user parts, check they cover every user once, verify the
+    counts and mark the version ready.
+
+    Returns:
+        (the version's counts, the seconds its publish took, whether a copy was replaced).
+    """
+    store = MongoServingStore(db)
+    version = items.version
+    attempt = uuid.uuid4().hex  # the parts write only while this attempt is the current one
+    replaced = store.begin_version(version, {
+        "generated_at": items.generated_at, "attempt": attempt, "publish_seconds": None,
+        "metadata": metadata,
+        "counts": {"users": n_users, "items": len(items.item_ids), "recs": n_users,
+                   "similar": len(items.item_ids), "popular": items.popular_len,
+                   "factors": items.factors}})
+    written: dict[str, int] = {}
+    for kind in ITEM_KINDS:
+        written[kind] = insert_documents(
+            store.db[serving_collection(kind, version)], items.documents(kind), batch_size,
+            progress=progress, step=f"publish {kind}", total=items.expected[kind])[0]
+    parts = write_users(attempt)
+    users = sum(p["users"] for p in parts)
+    done = sorted(p["part"] for p in parts)
+    if done != list(range(partitions)) or users != n_users:
+        raise PublishError(f"version {version!r}: the parts wrote partitions {done} holding "
+                           f"{users} users; expected partitions 0..{partitions - 1} "
+                           f"holding the model's {n_users}")
+    for kind in USER_KINDS:
+        written[kind] = sum(p["written"][kind] for p in parts)
+        report_progress(progress, f"publish {kind}", written[kind], n_users)
+    expected = {**items.expected, "recs": n_users, "user_embeddings": n_users}
+    fields = version_fields(
+        items, n_users=n_users,
+        list_counts=(sum((p["item_counts"] for p in parts), np.zeros(len(items.item_ids),
+                                                                     dtype=np.int64)),
+                     sum(p["lists"] for p in parts)),
+        explanations=any(p["explanations"] for p in parts))
+    store.verify_counts(version, expected, written)
+    seconds = store.mark_ready(version, started=started, fields=fields)
+    logger.info("published version %s in %d partition(s): %s in %.2fs", version, partitions,
+                fields["counts"], seconds)
+    return fields["counts"], seconds, replaced
+
+
 def write_version(db: Database, settings: Settings, version: str, *,
                   mapper: Mapper = serial_map,
                   progress: ProgressCallback | None = None,
@@ -228,50 +305,63 @@ def write_version(db: Database, settings: Settings, version: str, *,
     started = time.perf_counter()
     model_dir = version_dir(settings.models_dir, version)
     side = load_item_side(model_dir, settings.features_dir)
-    store = MongoServingStore(db)
     generated_at = _generated_at(unfinished)
     items = build_item_documents(
         version, generated_at, item_ids=side.item_ids, similar_items=side.similar_items,
         similar_scores=side.similar_scores, popular_items=side.popular_items,
         popular_scores=side.popular_scores, item_factors=side.item_factors,
         attributes=side.attributes)
-    n_users = side.user_count
-    attempt = uuid.uuid4().hex  # the parts write only while this attempt is the current one
-    store.begin_version(version, {
-        "generated_at": generated_at, "attempt": attempt, "publish_seconds": None,
-        "metadata": side.metadata,
-        "counts": {"users": n_users, "items": len(items.item_ids), "recs": n_users,
-                   "similar": len(items.item_ids), "popular": items.popular_len,
-                   "factors": items.factors}})
     batch_size = settings.publish_batch_size
-    written: dict[str, int] = {}
-    for kind in ITEM_KINDS:
-        written[kind] = insert_documents(
-            store.db[serving_collection(kind, version)], items.documents(kind), batch_size,
-            progress=progress, step=f"publish {kind}", total=items.expected[kind])[0]
-    args = [(settings.mongodb_uri, settings.mongodb_db, settings.mongodb_timeout_ms, version,
-             str(model_dir), str(settings.features_dir), part, side.partitions, batch_size,
-             generated_at, attempt) for part in range(side.partitions)]
-    with _report_user_progress(db, version, n_users, progress):
-        parts = mapper("publish users", write_user_part, args)
-    users = sum(p["users"] for p in parts)
-    done = sorted(p["part"] for p in parts)
-    if done != list(range(side.partitions)) or users != n_users:
-        raise PublishError(f"version {version!r}: the parts wrote partitions {done} holding "
-                           f"{users} users; expected partitions 0..{side.partitions - 1} "
-                           f"holding the model's {n_users}")
-    for kind in USER_KINDS:
-        written[kind] = sum(p["written"][kind] for p in parts)
-        report_progress(progress, f"publish {kind}", written[kind], n_users)
-    expected = {**items.expected, "recs": n_users, "user_embeddings": n_users}
-    fields = version_fields(
-        items, n_users=n_users,
-        list_counts=(sum((p["item_counts"] for p in parts), np.zeros(len(items.item_ids),
-                                                                     dtype=np.int64)),
-                     sum(p["lists"] for p in parts)),
-        explanations=any(p["explanations"] for p in parts))
-    store.verify_counts(version, expected, written)
-    seconds = store.mark_ready(version, started=started, fields=fields)
-    logger.info("published version %s in %d partitions: %s in %.2fs", version,
-                side.partitions, fields["counts"], seconds)
-    return fields["counts"]
+
+    def write_users(attempt: str) -> list[dict[str, Any]]:
+        args = [(settings.mongodb_uri, settings.mongodb_db, settings.mongodb_timeout_ms,
+                 version, str(model_dir), str(settings.features_dir), part, side.partitions,
+                 batch_size, generated_at, attempt) for part in range(side.partitions)]
+        with _report_user_progress(db, version, side.user_count, progress):
+            return mapper("publish users", write_user_part, args)
+
+    counts, _, _ = _write(db, items, metadata=side.metadata, n_users=side.user_count,
+                          partitions=side.partitions, write_users=write_users,
+                          batch_size=batch_size, progress=progress, started=started)
+    return counts
+
+
+def write_payload_version(db: Database, payload: PublishPayload, *, batch_size: int = 5000,
+                          progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Write a whole in-memory `payload` as one version, ready to switch (not switched).
+
+    The same sequence as `write_version` (`_write`), with all users as one part written in
+    this process; for tests and benchmarks that build payloads from arrays. Every array is
+    checked before the database is touched. Rerunning with the same version drops whatever that
+    version has (an incomplete or a ready-but-inactive copy) and rewrites it; the active version
+    is never overwritten. Only `serving.publish.publish_model` switches what is served.
+
+    Args:
+        db: the serving database.
+        payload: the version's arrays (`serving.payload.PublishPayload`).
+        batch_size: documents per `insert_many`.
+        progress: told the documents written after each batch (steps ``publish <kind>``).
+
+    Returns:
+        ``{version, counts, seconds, replaced}``.
+
+    Raises:
+        InvalidId: the version breaks the id rule.
+        PublishError: bad payload, the version is active, or verification failed (the
+            version then stays ``building`` for `MongoServingStore.cleanup_incomplete`).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    started = time.perf_counter()
+    docs = build_documents(payload)  # validates everything before touching the database
+
+    def write_users(attempt: str) -> list[dict[str, Any]]:
+        return [_write_users(db, docs.users, part=0, attempt=attempt, batch_size=batch_size,
+                             progress=progress)]
+
+    counts, seconds, replaced = _write(
+        db, docs.items, metadata=payload.metadata, n_users=len(docs.users.user_ids),
+        partitions=1, write_users=write_users, batch_size=batch_size, progress=progress,
+        started=started)
+    return {"version": docs.version, "counts": counts, "seconds": seconds,
+            "replaced": replaced}

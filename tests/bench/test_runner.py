@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import END_TO_END_TARGET, SERVING_TARGET, TARGETS, markdown, summarize
-from bench.runner import parse_args, phase_order, results_dir, run_benchmark
+from bench.runner import REPEATABLE, _record, parse_args, phase_order, results_dir, run_benchmark
 from bench.workspace import PIPELINE_STAGES, STAGES, Size
 from recsys.settings import Settings
 
@@ -114,6 +114,63 @@ def test_phases_run_in_pipeline_order_baseline_first() -> None:
                                                   for side in ("baseline", "ours")]
     assert phase_order(("training", "features")) == [
         "generate", "features/baseline", "features/ours", "training/baseline", "training/ours"]
+
+
+def test_repeats_interleave_the_two_sides_and_publish_runs_once() -> None:
+    assert "publish" not in REPEATABLE
+    assert phase_order(("training", "publish"), repeat=2) == [
+        "generate", "training/baseline", "training/ours", "training/baseline", "training/ours",
+        "publish/baseline", "publish/ours"]
+    assert parse_args(["--repeat", "3"]).repeat == 3 and parse_args([]).repeat == 1
+
+
+def test_a_repeated_phase_keeps_its_median_run_and_every_run() -> None:
+    phases: dict = {}
+    for seconds in (5.0, 3.0, 4.0):
+        _record(phases, "training/ours", _phase(seconds, fit=seconds))
+    kept = phases["training/ours"]
+    assert (kept["seconds"], kept["fit"]) == (4.0, 4.0)
+    assert [run["seconds"] for run in kept["repeats"]] == [5.0, 3.0, 4.0]
+    _record(phases, "features/ours", _phase(2.0))
+    assert phases["features/ours"] == _phase(2.0)  # one run: no repeats list
+
+
+def test_repeated_stage_reports_the_median_of_its_pairs_ratios() -> None:
+    def repeated(*seconds: float) -> dict:
+        runs = [_phase(s) for s in seconds]
+        return {**sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2],
+                "repeats": runs}
+
+    # The machine slows down in the second pair: both sides alike, so that pair's ratio holds.
+    results = {"phases": {"training/baseline": repeated(20.0, 30.0, 21.0),
+                          "training/ours": repeated(23.0, 33.0, 27.0)}}
+    row = summarize(results)["stages"]["training"]
+    assert row["pair_ratios"] == pytest.approx([1.15, 1.1, 27 / 21])
+    assert row["ratio"] == pytest.approx(1.15)
+    assert (row["ours_seconds"], row["baseline_seconds"]) == (27.0, 21.0)  # each side's median
+    table = markdown({"size": {"name": "t", "interactions": 1000}, "machine": {},
+                      "started_at": "now", "phases": results["phases"],
+                      "summary": summarize(results)})
+    assert "| 1.15 (median of 3: 1.15, 1.10, 1.29) |" in table
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # ~35 s: four child processes, each importing GE; `make test-slow`
+def test_repeat_reruns_a_stage_on_the_same_work_folder(tmp_path: Path, mongo_uri: str) -> None:
+    size = Size("tiny", interactions=5_000, users=200, items=100, serving_seconds=1)
+    results = run_benchmark(size, work=tmp_path / "work", uri=mongo_uri,
+                            results_dir=tmp_path / "results", stages=("validation",), repeat=2,
+                            echo=lambda _: None)
+    for side in ("baseline", "ours"):
+        runs = results["phases"][f"validation/{side}"]["repeats"]
+        assert len(runs) == 2 and all(run["seconds"] > 0 for run in runs)
+    assert [r["success"] for r in results["phases"]["validation/ours"]["repeats"]] == [True, True]
+    row = results["summary"]["stages"]["validation"]
+    assert len(row["pair_ratios"]) == 2 and min(row["pair_ratios"]) <= row["ratio"] \
+        <= max(row["pair_ratios"])
+    assert results["command"].endswith("--repeat 2")
+    with pytest.raises(ValueError, match="repeat"):
+        run_benchmark(size, results_dir=tmp_path / "r", uri=mongo_uri, repeat=0)
 
 
 @pytest.mark.integration

@@ -20,6 +20,7 @@ from flows.local_server import LocalPrefectServer
 from recsys.datagen import generate_batch
 from recsys.settings import Settings
 from serving.store import MongoServingStore, open_store
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,7 +154,7 @@ def serve_baseline(mongo_uri: str, db: str) -> None:
     """Serve a hand-made version, so each fault can show that what was served stays served."""
     with MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True) as client:
         store = MongoServingStore(client[db])
-        store.publish(make_payload(BASELINE))
+        write_payload_version(store.db, make_payload(BASELINE))
         store.activate(BASELINE)
 
 

@@ -20,6 +20,7 @@ from pymongo import MongoClient
 
 from recsys.mongo_server import free_port
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.flows.prefect_server import (
     BIN,
     POOL,
@@ -110,7 +111,7 @@ def test_maintenance_runs_through_a_worker(deployed: dict[str, str], mongo_uri: 
                                            mongo_db_name: str, tmp_path: Path) -> None:
     with MongoClient(mongo_uri) as client:
         store = MongoServingStore(client[mongo_db_name])
-        store.publish(make_payload("v1"))
+        write_payload_version(store.db, make_payload("v1"))
         store.activate("v1")
     env = {**deployed, "MONGODB_URI": mongo_uri, "MONGODB_DB": mongo_db_name,
            "RECSYS_DATA_DIR": str(tmp_path / "data")}

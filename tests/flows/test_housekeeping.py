@@ -23,6 +23,7 @@ from serving.health import check_health
 from recsys.errors import FeatureStoreError
 from recsys.settings import Settings
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 from training.registry import list_models
 
@@ -69,7 +70,7 @@ def test_prune_all_never_removes_a_served_model(tmp_path: Path, mongo_uri: str,
         _model(settings.models_dir, f"m{day}", f"2024-01-0{day}T00:00:00", f"s{day}")
     with MongoClient(mongo_uri) as client:
         store = MongoServingStore(client[mongo_db_name])
-        store.publish(make_payload("m1"))
+        write_payload_version(store.db, make_payload("m1"))
         store.activate("m1")
         try:
             removed = prune_all(settings, keep_snapshots=1, keep_models=1)
@@ -86,7 +87,7 @@ def test_health_ok_with_an_active_version(tmp_path: Path, mongo_uri: str,
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=mongo_db_name, data_dir=tmp_path)
     with MongoClient(mongo_uri) as client:
         store = MongoServingStore(client[mongo_db_name])
-        store.publish(make_payload("m1"))
+        write_payload_version(store.db, make_payload("m1"))
         store.activate("m1")
         try:
             health = check_health(settings, min_free_gb=0)
@@ -109,7 +110,7 @@ def test_snapshots_of_models_published_and_online_versions_are_kept(
     with MongoClient(mongo_uri) as client:
         db = client[mongo_db_name]
         # published in MongoDB only (its model directory is gone): s2
-        MongoServingStore(db).publish(dataclasses.replace(
+        write_payload_version(db, dataclasses.replace(
             make_payload("v2"), metadata={"feature_snapshot": "s2"}))
         # being materialized online: s3
         online_versions(db).begin("s3", {"collections": {}})

@@ -25,6 +25,7 @@ from recsys.mongo import (
 )
 from recsys.versions import VersionedCollections, create_version_collections
 from serving.store import MongoServingStore, serving_versions
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 # `hello` replies as documented: a mongos says msg "isdbgrid"; a standalone mongod and a
@@ -146,7 +147,7 @@ def test_publishing_to_a_single_node_sends_no_sharding_command(
     db, listener = watched
     assert is_mongos(db) is False
     store = MongoServingStore(db)
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     assert serving_versions(db).sharded is False
     assert "hello" in listener.names  # the question was asked ...

@@ -26,6 +26,7 @@ from features.online import switch_online, write_snapshot
 from features.snapshot import Manifest, build_snapshot
 from serving.payload import PublishPayload
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import item_genres, make_payload
 
 N_USERS, N_ITEMS, TOP = 6, 10, 4
@@ -98,8 +99,8 @@ def publish_catalogue(db: Database, store: MongoServingStore, root: Path) -> Man
     manifest = build_catalogue_snapshot(root)
     write_snapshot(db, manifest)
     switch_online(db, SNAPSHOT)
-    store.publish(v1_payload())
+    write_payload_version(store.db, v1_payload())
     store.activate("v1")
-    store.publish(v2_payload())
+    write_payload_version(store.db, v2_payload())
     store.activate("v2")
     return manifest

@@ -15,6 +15,7 @@ from asgi_lifespan import LifespanManager
 from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import GENERATED_AT, SIMILAR_N, TOP_N, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -42,7 +43,7 @@ def api(settings: Settings):
 @pytest.fixture
 def published(store: MongoServingStore):
     payload = make_payload("v1")
-    store.publish(payload)
+    write_payload_version(store.db, payload)
     store.activate("v1")
     return payload
 
@@ -116,7 +117,7 @@ async def test_embeddings_round_trip(api, published) -> None:
 
 
 async def test_no_active_version_is_503(api, store: MongoServingStore) -> None:
-    store.publish(make_payload("v1"))  # published but not active
+    write_payload_version(store.db, make_payload("v1"))  # published but not active
     async with api() as client:
         for path in ["/users/u0/recommendations", "/items/i0/similar",
                      "/users/u0/embedding", "/items/i0/embedding", "/ready"]:
@@ -149,7 +150,7 @@ async def test_ready_without_mongodb(api, settings: Settings) -> None:
 
 async def test_switch_is_served_within_a_second(api, store: MongoServingStore,
                                                 published) -> None:
-    store.publish(make_payload("v2", seed=9))
+    write_payload_version(store.db, make_payload("v2", seed=9))
     async with api() as client:
         assert (await client.get("/users/u1/embedding")).json()["model_version"] == "v1"
         await anyio.to_thread.run_sync(store.activate, "v2")

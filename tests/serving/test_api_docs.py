@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI
 from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -33,7 +34,7 @@ _FASTAPI_SCHEMAS = {"HTTPValidationError", "ValidationError"}
 
 @pytest.fixture
 async def app(mongo_uri: str, db_name: str, store: MongoServingStore) -> AsyncIterator[FastAPI]:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, api_keys=KEY,
                         admin_api_keys=ADMIN, api_log_json=False)

@@ -16,6 +16,7 @@ from recsys.settings import Settings
 from serving.api.ids import MAX_ENTITY_ID_CHARS
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import SIMILAR_N, TOP_N, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -28,7 +29,7 @@ LONG = "u" * (MAX_ENTITY_ID_CHARS + 1)
 @pytest.fixture
 async def client(mongo_uri: str, db_name: str, store: MongoServingStore
                  ) -> AsyncIterator[httpx.AsyncClient]:
-    store.publish(make_payload("v1", attributes=True))
+    write_payload_version(store.db, make_payload("v1", attributes=True))
     store.activate("v1")
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=TOP_N,
                         similar_n=SIMILAR_N, active_poll_seconds=0.05,

@@ -15,6 +15,7 @@ from recsys.settings import Settings
 from serving.api.logs import JsonFormatter
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import N_ITEMS, SIMILAR_N, TOP_N, item_genres, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -45,9 +46,9 @@ def api(settings: Settings):
 
 @pytest.fixture
 def published(store: MongoServingStore):
-    store.publish(make_payload("v1", attributes=True, explain=True))
+    write_payload_version(store.db, make_payload("v1", attributes=True, explain=True))
     store.activate("v1")
-    store.publish(make_payload("v2", seed=1))  # kept, not active, no attributes
+    write_payload_version(store.db, make_payload("v2", seed=1))  # kept, not active, no attributes
     return store
 
 

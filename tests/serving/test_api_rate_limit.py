@@ -22,6 +22,7 @@ from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.api.security import AUTH_FAILURE_BURST, TokenBucketLimiter
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import SIMILAR_N, TOP_N, make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -32,7 +33,7 @@ PATH = "/users/u0/recommendations"
 
 @pytest.fixture
 def base(mongo_uri: str, db_name: str, store: MongoServingStore) -> Settings:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=TOP_N, similar_n=SIMILAR_N,
                     api_log_json=False)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -31,7 +32,7 @@ BATCH_PATH = "/recommendations/batch"
 
 @pytest.fixture
 async def app(mongo_uri: str, db_name: str, store: MongoServingStore) -> AsyncIterator[FastAPI]:
-    store.publish(make_payload("v1", top_n=TOP, attributes=True))
+    write_payload_version(store.db, make_payload("v1", top_n=TOP, attributes=True))
     store.activate("v1")
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=TOP,
                         similar_n=SIMILAR, api_batch_max_users=BATCH, api_keys=KEY,

@@ -33,6 +33,7 @@ from serving.api.cache import MongoGuard, is_outage, is_timeout
 from serving.api.main import create_app
 from serving.api.metrics import ApiMetrics
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.failpoints import set_failpoint
 from tests.serving.payloads import make_payload
 
@@ -54,7 +55,7 @@ async def test_a_slow_query_fails_only_its_caller(failpoint_server: str) -> None
     uri = failpoint_server
     with MongoClient(uri, tz_aware=True) as mongo:
         store = MongoServingStore(mongo["slow"])
-        store.publish(make_payload("v1"))
+        write_payload_version(store.db, make_payload("v1"))
         store.activate("v1")
     # a long poll interval: the fail point below is for the request's read, not the poller's
     settings = Settings(mongodb_uri=uri, mongodb_db="slow", top_n=5, similar_n=5,
@@ -103,8 +104,9 @@ def test_only_connection_errors_count_as_outages(error: Exception, outage: bool,
 
 @pytest.fixture
 def big(mongo_uri: str, db_name: str, store: MongoServingStore) -> Settings:
-    store.publish(make_payload("v1", n_users=BIG_USERS, n_items=300, top_n=BIG_TOP_N,
-                               attributes=True, explain=True), batch_size=250)
+    write_payload_version(store.db, make_payload("v1", n_users=BIG_USERS, n_items=300,
+                                                 top_n=BIG_TOP_N, attributes=True, explain=True),
+                          batch_size=250)
     store.activate("v1")
     # the default read deadline (1.5 s) and batch limit (1,000 ids)
     return Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=BIG_TOP_N,

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recsys.mongo_server import free_port
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import N_USERS, make_payload
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ def _scraped(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 @pytest.fixture
 def server(tmp_path: Path, mongo_uri: str, db_name: str,
            store: MongoServingStore) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     port = free_port()
     env = {k: v for k, v in os.environ.items()

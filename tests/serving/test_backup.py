@@ -17,6 +17,7 @@ from recsys.settings import Settings
 from serving.api.main import create_app
 from serving.backup import backup_database, list_backups, restore_database, tools_available
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import N_ITEMS, N_USERS, make_payload
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def published(mongo_uri: str, mongo_db_name: str) -> Settings:
     with MongoClient(mongo_uri) as client:
         store = MongoServingStore(client[mongo_db_name])
         for version in ("v1", "v2"):
-            store.publish(make_payload(version, seed=int(version[1])))
+            write_payload_version(store.db, make_payload(version, seed=int(version[1])))
         store.activate("v1")
         store.activate("v2")  # previous = v1, so the pointer's history is restored too
     yield settings

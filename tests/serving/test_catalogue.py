@@ -20,6 +20,7 @@ from serving.api.aggregates import VersionCache
 from serving.api.main import create_app
 from serving.rec_stats import recommendation_stats
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.catalogue_data import (
     EVENTS_PER_ITEM,
     N_ITEMS,
@@ -179,7 +180,7 @@ async def test_categories(api, catalogue) -> None:
 async def test_without_online_features(api, store: MongoServingStore) -> None:
     """A version published with no feature snapshot online: an empty catalogue, and the
     recommendation counts over the model's own items."""
-    store.publish(make_payload("v1", attributes=True))
+    write_payload_version(store.db, make_payload("v1", attributes=True))
     store.activate("v1")
     async with api() as client:
         items = (await client.get("/items")).json()

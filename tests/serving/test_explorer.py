@@ -17,6 +17,7 @@ from recsys.settings import Settings
 from serving.api.explorer import compare_lists
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.catalogue_data import TOP, publish_catalogue
 from tests.serving.payloads import item_genres, make_payload
 
@@ -205,7 +206,7 @@ async def test_user_unknown_to_the_model_gets_the_popular_list(api, catalogue) -
 
 
 async def test_without_online_features_or_previous_version(api, store: MongoServingStore) -> None:
-    store.publish(make_payload("v1", attributes=True))
+    write_payload_version(store.db, make_payload("v1", attributes=True))
     store.activate("v1")
     async with api() as client:
         r = await page(client, user="u1")

@@ -21,6 +21,7 @@ from serving.api.main import create_app
 from serving.payload import PublishPayload
 from serving.publish import publish_model, rollback_model
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -47,7 +48,7 @@ async def test_hammer_during_publish_switch_and_rollback(
     mongo_uri: str, db_name: str, store: MongoServingStore
 ) -> None:
     payloads = _payloads()
-    store.publish(payloads["v1"])
+    write_payload_version(store.db, payloads["v1"])
     store.activate("v1")
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=db_name, top_n=TOP,
                         api_rate_limit_per_second=0, api_log_json=False)
@@ -80,7 +81,8 @@ async def test_hammer_during_publish_switch_and_rollback(
 
     async def operator() -> None:
         await anyio.sleep(0.5)
-        await anyio.to_thread.run_sync(lambda: store.publish(payloads["v2"], batch_size=500))
+        await anyio.to_thread.run_sync(
+            lambda: write_payload_version(store.db, payloads["v2"], batch_size=500))
         await anyio.to_thread.run_sync(publish_model, settings, "v2")
         switches.append((time.monotonic(), "v2"))
         await anyio.sleep(2.0)

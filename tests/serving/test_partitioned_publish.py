@@ -25,7 +25,7 @@ from recsys.versions import STATUS_BUILDING, VersionedCollections
 from serving import version_writer
 from serving.publish import publish_model
 from serving.store import MongoServingStore
-from serving.version_writer import write_user_part
+from serving.version_writer import write_payload_version, write_user_part
 from tests.features.conftest import random_batch
 from tests.serving.payloads import make_payload
 from training.registry import load_model, score_partitions
@@ -257,7 +257,7 @@ def test_the_version_is_switched_once_and_only_after_every_part_is_verified(
     _score(trained, settings)
     db = mongo_client[databases[0]]
     store = MongoServingStore(db)
-    store.publish(make_payload("v0"))
+    write_payload_version(store.db, make_payload("v0"))
     store.activate("v0")
 
     # a part fails: nothing is switched, the version stays building, the next publish cleans

@@ -27,6 +27,7 @@ from serving.api.main import create_app
 from serving.lock import PublishLock
 from serving.publish import ALREADY_ACTIVE, publish_model, rollback_model
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.features.conftest import random_batch
 from tests.serving.payloads import make_payload
 from training.cli import models_app
@@ -114,7 +115,7 @@ def test_prune_drops_old_versions_and_their_snapshots(settings: Settings, db: Da
     publish_model(settings, "v1")
     assert publish_model(settings, "v2").dropped_versions == []  # v1 is the rollback target
     # a third version (no feature snapshot of its own): keep_versions=2 keeps it and v2
-    MongoServingStore(db).publish(make_payload("v3"))
+    write_payload_version(db, make_payload("v3"))
     result = publish_model(settings, "v3")
     assert result.previous_version == "v2"
     assert result.dropped_versions == ["v1"] and result.dropped_snapshots == ["s1"]
@@ -171,10 +172,9 @@ def test_a_snapshot_gone_everywhere_still_switches_the_model(
     settings: Settings, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     publish_model(settings, "v1")
-    store = MongoServingStore(db)
     payload = make_payload("v3")
     payload.metadata["feature_snapshot"] = "gone"
-    store.publish(payload)
+    write_payload_version(db, payload)
     with caplog.at_level(logging.WARNING, logger="serving.publish"):
         result = publish_model(settings, "v3")
     assert result.version == "v3" and result.feature_snapshot == "gone"

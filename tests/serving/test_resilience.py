@@ -22,6 +22,7 @@ from recsys.settings import Settings
 from recsys.versions import STATUS_BUILDING
 from serving.api.main import create_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.failpoints import set_failpoint
 from tests.serving.payloads import SIMILAR_N, TOP_N, make_payload
 
@@ -49,7 +50,7 @@ def _publish_v1(uri: str) -> None:
     client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
         store = MongoServingStore(client[DB])
-        store.publish(make_payload("v1"))
+        write_payload_version(store.db, make_payload("v1"))
         store.activate("v1")
     finally:
         client.close()
@@ -138,12 +139,12 @@ def test_failpoint_during_publish_keeps_previous_version(failpoint_server: str) 
         # let a few batches through, then fail an insert with a server error
         set_failpoint(uri, {"skip": 3}, {"failCommands": ["insert"], "errorCode": 2})
         with pytest.raises(OperationFailure):
-            store.publish(make_payload("v2", seed=4), batch_size=4)
+            write_payload_version(store.db, make_payload("v2", seed=4), batch_size=4)
         set_failpoint(uri, "off")
         assert store.active_version() == "v1"
         assert store.get_version("v2")["status"] == STATUS_BUILDING
         assert store.cleanup_incomplete() == ["v2"]
-        store.publish(make_payload("v2", seed=4), batch_size=4)
+        write_payload_version(store.db, make_payload("v2", seed=4), batch_size=4)
         assert store.activate("v2") == "v1"
     finally:
         client.close()

@@ -18,6 +18,7 @@ from recsys.errors import BackupError
 from serving.backup import BACKUP_FILE, backup_database, restore_database
 from serving.cli import ops_app
 from serving.store import MongoServingStore
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import make_payload
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def source(mongo_uri: str, mongo_db_name: str):
     """A served v1 whose `recs_v1` holds 2,600 documents (three insert batches of 1,000)."""
     with MongoClient(mongo_uri) as client:
         store = MongoServingStore(client[mongo_db_name])
-        store.publish(make_payload("v1", n_users=N_BIG, top_n=3))
+        write_payload_version(store.db, make_payload("v1", n_users=N_BIG, top_n=3))
         store.activate("v1")
     yield mongo_db_name
     with MongoClient(mongo_uri) as client:

@@ -1,4 +1,5 @@
-"""MongoServingStore against a real secantusd-py server."""
+"""MongoServingStore, and writing a whole payload as a version (`write_payload_version`),
+against a real secantusd-py server."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from recsys.mongo import (
 )
 from recsys.mongo import serving_collections as version_collections
 from recsys.versions import STATUS_BUILDING, STATUS_READY
+from serving import version_writer
 from serving.documents import decode_vector
 from serving.store import MongoServingStore, referenced_snapshots
+from serving.version_writer import write_payload_version
 from tests.serving.payloads import (
     FACTORS,
     GENERATED_AT,
@@ -36,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 def test_publish_writes_every_collection(store: MongoServingStore, db: Database) -> None:
     payload = make_payload("v1")
-    summary = store.publish(payload, batch_size=7)  # several batches per collection
+    summary = write_payload_version(store.db, payload, batch_size=7)  # several batches each
 
     assert summary["version"] == "v1"
     assert summary["counts"] == {"users": N_USERS, "items": N_ITEMS, "recs": N_USERS,
@@ -81,9 +84,21 @@ def test_publish_writes_every_collection(store: MongoServingStore, db: Database)
     assert [ix["key"] for ix in db[recs_collection("v1")].list_indexes()] == [{"_id": 1}]
 
 
+def test_publish_reports_progress_per_batch(store: MongoServingStore) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    write_payload_version(store.db, make_payload("v1"), batch_size=7,
+                          progress=lambda step, done, total: seen.append((step, done, total)))
+    recs = [done for step, done, _ in seen if step == "publish recs"]
+    assert recs[:3] == [7, 14, N_USERS]  # after each batch of the users' part
+    assert {step: (done, total) for step, done, total in seen} == {
+        "publish recs": (N_USERS, N_USERS), "publish user_embeddings": (N_USERS, N_USERS),
+        "publish similar": (N_ITEMS, N_ITEMS), "publish popular": (1, 1),
+        "publish item_embeddings": (N_ITEMS, N_ITEMS)}
+
+
 def test_activate_switch_and_rollback(store: MongoServingStore) -> None:
-    store.publish(make_payload("v1"))
-    store.publish(make_payload("v2", seed=1))
+    write_payload_version(store.db, make_payload("v1"))
+    write_payload_version(store.db, make_payload("v2", seed=1))
     assert store.activate("v1") is None
     assert store.active_version() == "v1"
     assert store.activate("v2") == "v1"
@@ -105,7 +120,7 @@ def test_activate_unknown_or_building_leaves_pointer(
         store.activate("nope")
     assert store.active_version() is None
 
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     db[VERSIONS].insert_one({"_id": "v2", "status": STATUS_BUILDING})
     with pytest.raises(PublishError, match="building"):
@@ -116,8 +131,8 @@ def test_activate_unknown_or_building_leaves_pointer(
 
 
 def test_republish_is_idempotent(store: MongoServingStore, db: Database) -> None:
-    store.publish(make_payload("v1"))
-    summary = store.publish(make_payload("v1", seed=5))
+    write_payload_version(store.db, make_payload("v1"))
+    summary = write_payload_version(store.db, make_payload("v1", seed=5))
     assert summary["replaced"] is True
     assert db[recs_collection("v1")].count_documents({}) == N_USERS
     assert store.get_version("v1")["status"] == STATUS_READY
@@ -127,24 +142,24 @@ def test_republish_after_crash_rewrites(store: MongoServingStore, db: Database) 
     # Simulate a crashed run: version document "building" plus a half-written collection.
     db[VERSIONS].insert_one({"_id": "v1", "status": STATUS_BUILDING})
     db[recs_collection("v1")].insert_many([{"_id": "u0"}, {"_id": "stale"}])
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     assert db[recs_collection("v1")].find_one({"_id": "stale"}) is None
     assert db[recs_collection("v1")].count_documents({}) == N_USERS
     assert store.get_version("v1")["status"] == STATUS_READY
 
 
 def test_publish_refuses_active_version(store: MongoServingStore, db: Database) -> None:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     with pytest.raises(PublishError, match="active"):
-        store.publish(make_payload("v1", seed=3))
+        write_payload_version(store.db, make_payload("v1", seed=3))
     assert store.get_version("v1")["status"] == STATUS_READY
     assert db[recs_collection("v1")].count_documents({}) == N_USERS
 
 
 def test_prune_keeps_newest_and_active(store: MongoServingStore, db: Database) -> None:
     for v in ["v1", "v2", "v3", "v4"]:
-        store.publish(make_payload(v))
+        write_payload_version(store.db, make_payload(v))
     store.activate("v1")  # the oldest is active
     dropped = store.prune(keep=2)
     assert sorted(dropped) == ["v2"]
@@ -157,7 +172,7 @@ def test_prune_keeps_newest_and_active(store: MongoServingStore, db: Database) -
 
 
 def test_cleanup_incomplete(store: MongoServingStore, db: Database) -> None:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     db[VERSIONS].insert_one({"_id": "crashed", "status": STATUS_BUILDING})
     db[recs_collection("crashed")].insert_one({"_id": "u0"})
@@ -171,7 +186,7 @@ def test_cleanup_incomplete(store: MongoServingStore, db: Database) -> None:
 @pytest.mark.parametrize("version", ["", "a b", "v$1", "../x", ".x", "x" * 101])
 def test_bad_version_name(store: MongoServingStore, db: Database, version: str) -> None:
     with pytest.raises(InvalidId, match="invalid model version"):
-        store.publish(make_payload(version))
+        write_payload_version(store.db, make_payload(version))
     assert db[VERSIONS].count_documents({}) == 0
 
 
@@ -180,15 +195,15 @@ def test_bad_payload_is_refused_before_writing(store: MongoServingStore, db: Dat
     bad = payload.rec_items.copy()
     bad[0, 0] = N_ITEMS  # out of range
     with pytest.raises(PublishError, match="out of range"):
-        store.publish(dataclasses.replace(payload, rec_items=bad))
+        write_payload_version(store.db, dataclasses.replace(payload, rec_items=bad))
     gap = payload.rec_items.copy()
     gap[0, 1] = -1  # padding in the middle
     with pytest.raises(PublishError, match="padding"):
-        store.publish(dataclasses.replace(payload, rec_items=gap))
+        write_payload_version(store.db, dataclasses.replace(payload, rec_items=gap))
     dup = payload.user_ids.copy()
     dup[1] = dup[0]
     with pytest.raises(PublishError, match="unique"):
-        store.publish(dataclasses.replace(payload, user_ids=dup))
+        write_payload_version(store.db, dataclasses.replace(payload, user_ids=dup))
     assert store.get_version("v1") is None
 
 
@@ -199,7 +214,7 @@ def test_open_store_from_settings(mongo_uri: str, db_name: str, mongo_client) ->
     settings = Settings(mongodb_uri=mongo_uri, mongodb_db=db_name)
     try:
         with open_store(settings) as store:
-            store.publish(make_payload("v1"))
+            write_payload_version(store.db, make_payload("v1"))
             store.activate("v1")
         assert mongo_client[db_name]["serving_state"].find_one()["version"] == "v1"
     finally:
@@ -213,7 +228,7 @@ def test_publish_denormalises_attributes_and_explanations(
 ) -> None:
     from tests.serving.payloads import item_genres
 
-    store.publish(make_payload("v1", attributes=True, explain=True), batch_size=3)
+    write_payload_version(store.db, make_payload("v1", attributes=True, explain=True), batch_size=3)
     doc = db[recs_collection("v1")].find_one({"_id": "u2"})
     first = doc["items"][0]
     assert first["item_id"] == "i2" and first["genres"] == item_genres(2)
@@ -234,9 +249,9 @@ def test_bad_explanations_and_attributes_are_refused(store: MongoServingStore) -
     bad = payload.rec_explain_items.copy()
     bad[0, 0, 0] = N_ITEMS
     with pytest.raises(PublishError, match="rec_explain_items.*out of range"):
-        store.publish(dataclasses.replace(payload, rec_explain_items=bad))
+        write_payload_version(store.db, dataclasses.replace(payload, rec_explain_items=bad))
     with pytest.raises(PublishError, match="invalid attribute name"):
-        store.publish(dataclasses.replace(
+        write_payload_version(store.db, dataclasses.replace(
             payload, item_attributes={"a.b": [0] * N_ITEMS}))
     assert store.get_version("v1") is None
 
@@ -245,32 +260,32 @@ class _Boom(RuntimeError):
     pass
 
 
-def _fail_after(store: MongoServingStore, monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
-    """Make the `calls`-th insert_many of the next publish raise (after real earlier writes)."""
-    real = store._insert
+def _fail_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Make the writing of the `calls`-th collection of the next publish raise after its first
+    document (the collections before it are written for real)."""
+    real = version_writer.insert_documents
     seen = {"n": 0}
 
-    def flaky(name, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
+    def flaky(coll, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
         seen["n"] += 1
         if seen["n"] == calls:
             # write part of this collection for real, then die mid-collection
-            first = next(iter(docs))
-            store.db[name].insert_one(first)
-            raise _Boom(f"injected failure while writing {name}")
-        return real(name, docs, batch_size, **kwargs)
+            coll.insert_one(next(iter(docs)))
+            raise _Boom(f"injected failure while writing {coll.name}")
+        return real(coll, docs, batch_size, **kwargs)
 
-    monkeypatch.setattr(store, "_insert", flaky)
+    monkeypatch.setattr(version_writer, "insert_documents", flaky)
 
 
 @pytest.mark.parametrize("fail_at", [1, 3, 5])
 def test_fault_mid_publish_keeps_previous_serving_and_is_cleaned(
     store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch, fail_at: int
 ) -> None:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
-    _fail_after(store, monkeypatch, fail_at)
+    _fail_after(monkeypatch, fail_at)
     with pytest.raises(_Boom):
-        store.publish(make_payload("v2", seed=3), batch_size=4)
+        write_payload_version(store.db, make_payload("v2", seed=3), batch_size=4)
     monkeypatch.undo()
     assert store.active_version() == "v1"
     assert store.get_version("v2")["status"] == STATUS_BUILDING
@@ -279,7 +294,7 @@ def test_fault_mid_publish_keeps_previous_serving_and_is_cleaned(
     # the next run cleans up, and a rerun of the same id publishes it completely
     assert store.cleanup_incomplete() == ["v2"]
     assert not set(version_collections("v2")) & set(db.list_collection_names())
-    summary = store.publish(make_payload("v2", seed=3), batch_size=4)
+    summary = write_payload_version(store.db, make_payload("v2", seed=3), batch_size=4)
     assert summary["replaced"] is False
     assert db[recs_collection("v2")].count_documents({}) == N_USERS
     assert store.activate("v2") == "v1"
@@ -288,12 +303,12 @@ def test_fault_mid_publish_keeps_previous_serving_and_is_cleaned(
 def test_rerun_same_id_without_cleanup_is_idempotent(
     store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fail_after(store, monkeypatch, 2)
+    _fail_after(monkeypatch, 2)
     with pytest.raises(_Boom):
-        store.publish(make_payload("v1"), batch_size=4)
+        write_payload_version(store.db, make_payload("v1"), batch_size=4)
     monkeypatch.undo()
-    first = store.publish(make_payload("v1"), batch_size=4)
-    second = store.publish(make_payload("v1"), batch_size=4)
+    first = write_payload_version(store.db, make_payload("v1"), batch_size=4)
+    second = write_payload_version(store.db, make_payload("v1"), batch_size=4)
     assert first["replaced"] and second["replaced"]
     assert {n: db[n].count_documents({}) for n in version_collections("v1")} == {
         recs_collection("v1"): N_USERS, similar_collection("v1"): N_ITEMS,
@@ -302,22 +317,29 @@ def test_rerun_same_id_without_cleanup_is_idempotent(
     }
 
 
+@pytest.mark.parametrize(("collection", "lost", "error"), [
+    # a user's list: the sample check of the users' part finds it first
+    (recs_collection("v2"), "u0", "sample check failed for user 'u0'"),
+    # an item's similar list: the count check finds it
+    (similar_collection("v2"), "i0", f"holds {N_ITEMS - 1} documents"),
+])
 def test_verification_failure_blocks_the_switch(
-    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch
+    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch, collection: str,
+    lost: str, error: str
 ) -> None:
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
-    real = store._insert
+    real = version_writer.insert_documents
 
-    def lossy(name, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
-        n = real(name, docs, batch_size, **kwargs)
-        if name == recs_collection("v2"):
-            db[name].delete_one({"_id": "u0"})  # a document lost after the write
-        return n
+    def lossy(coll, docs, batch_size, **kwargs):  # type: ignore[no-untyped-def]
+        written = real(coll, docs, batch_size, **kwargs)
+        if coll.name == collection:
+            coll.delete_one({"_id": lost})  # a document lost after the write
+        return written
 
-    monkeypatch.setattr(store, "_insert", lossy)
-    with pytest.raises(PublishError, match="holds 19 documents"):
-        store.publish(make_payload("v2"))
+    monkeypatch.setattr(version_writer, "insert_documents", lossy)
+    with pytest.raises(PublishError, match=error):
+        write_payload_version(store.db, make_payload("v2"))
     assert store.get_version("v2")["status"] == STATUS_BUILDING
     assert store.active_version() == "v1"
 
@@ -328,7 +350,7 @@ def test_prune_protects_and_referenced_snapshots(store: MongoServingStore, db: D
         payload = make_payload(v)
         if snapshot:
             payload.metadata["feature_snapshot"] = snapshot
-        store.publish(payload)
+        write_payload_version(store.db, payload)
     store.activate("v4")
     assert referenced_snapshots(db) == {"s1", "s2", "s4"}
     assert store.prune(keep=1, protect={"v1"}) == ["v3", "v2"]  # newest first, v1 protected
@@ -339,7 +361,7 @@ def test_prune_protects_and_referenced_snapshots(store: MongoServingStore, db: D
 def test_verify_active_names_what_is_wrong(store: MongoServingStore, db: Database) -> None:
     with pytest.raises(PublishError, match="no active model version"):
         store.verify_active()
-    store.publish(make_payload("v1"))
+    write_payload_version(store.db, make_payload("v1"))
     store.activate("v1")
     assert store.verify_active() == {"version": "v1", "users": N_USERS}
     db.drop_collection(similar_collection("v1"))

@@ -60,11 +60,12 @@ run: mongo-start demo-data
 	@echo "Stop with Ctrl-C; stop the embedded MongoDB with 'make mongo-stop'."
 	$(BIN)/recsys serve --port $(API_PORT)
 
-# Two processes (pytest-xdist), whole files per process so module fixtures are built once;
-# TEST_WORKERS=0 runs everything in this process.
+# Two processes (pytest-xdist), whole files per process so module fixtures are built once,
+# handed out longest first (tests/conftest.py, LONGEST_FILES); TEST_WORKERS=0 runs everything
+# in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)

@@ -36,6 +36,9 @@ publish is retried (which begins the version afresh, with a new token) therefore
 next check. The batch it checked just before the retry began may still land (at most one per
 late part); a retry keeps the unfinished attempt's ``generated_at``, so such a batch holds
 exactly the documents the retry would write, and the retry's parts skip them as their own.
+Without a retry, such a batch can recreate a collection of a version that the cleanup already
+removed from the registry; the next `cleanup_incomplete` (every publish starts with one) drops
+collections that have no registry document.
 """
 
 from __future__ import annotations

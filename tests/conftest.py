@@ -13,6 +13,31 @@ from recsys.mongo_server import EmbeddedMongo, free_port
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_DIR = REPO_ROOT.parent / "shared" / "datasets" / "ml-100k"
 
+# The default suite's longest files (seconds of setup + calls on 2 cores, measured with
+# `--durations=0`), longest first. `make test` hands whole files to its two processes in
+# collection order (`--dist loadfile --no-loadscope-reorder`); starting with these lets both
+# processes finish together instead of one running a long file alone at the end.
+LONGEST_FILES = (
+    "tests/ingest/test_broken_batches.py",  # 85 s: a published version, then 21 faults
+    "tests/flows/test_run_display.py",  # 62 s: Prefect's test server and three flow runs
+    "tests/flows/test_schedules.py",  # 62 s: a real `prefect server start`
+    "tests/flows/test_dask_runner.py",  # 57 s: a local and a LocalCluster pipeline
+    "tests/test_end_to_end.py",  # 43 s
+    "tests/serving/test_restore_safety.py",
+    "tests/ingest/test_chunked_validation.py",
+    "tests/features/test_partitioned_build.py",
+    "tests/ingest/test_stage.py",
+    "tests/ingest/test_validation_parts.py",
+    "tests/ingest/test_sql_validation.py",
+    "tests/serving/test_explorer_browser.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `LONGEST_FILES` first, longest first; every other file after them in its own order."""
+    rank = {path: position for position, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

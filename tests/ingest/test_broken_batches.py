@@ -1,10 +1,12 @@
 """The broken-batch corpus: each folder of `broken_batches/` breaks exactly one rule.
 
-One model is published first by running the flow in-process; then every broken batch goes
-through the same flow and must fail at 'validate' with a message naming the file, column and
-rule, land intact in `quarantine/<run id>/` with its reports, and leave the served model version
+One model is published first by running the flow in-process. Then every broken batch goes
+through the validate stage (`ingest.stage.ingest_batch`, what the flow's validate task runs) and
+must fail with a message naming the file, column and rule, land intact in
+`quarantine/<run id>/` with its reports, and leave the raw store and the served model version
 and a user's recommendations exactly as they were. Each folder's `expected.json` says what the
-failure must look like.
+failure must look like. A few of them, one of each kind of failure, also go through the whole
+flow, which must stop at 'validate' with the same message.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import pytest
 from pymongo import MongoClient
 
 from ingest.raw_store import list_batches
+from ingest.stage import ingest_batch
 from recsys.datagen import generate_batch
+from recsys.errors import RecsysError
+from recsys.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -62,33 +67,28 @@ def published(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str,
         yield {"env": env, "version": version, "recs": recs, "root": root}
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[str, Any],
-                                                  tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.pipeline import batch_pipeline
-
-    for key, value in published["env"].items():
-        monkeypatch.setenv(key, value)
-    expected = json.loads((CORPUS / fault / "expected.json").read_text())
-    batch = tmp_path / fault
-    # Quarantine moves the batch's table files (and nothing else, issue 13).
+def _copy_fault(fault: str, into: Path) -> tuple[Path, dict[str, bytes], dict[str, Any]]:
+    """A copy of `fault`'s batch (quarantine moves its table files), its bytes, its
+    expectations."""
+    batch = into / fault
     shutil.copytree(CORPUS / fault, batch, ignore=shutil.ignore_patterns("expected.json"))
     originals = {p.name: p.read_bytes() for p in batch.iterdir()}
-    run_id = f"fault-{fault}"
+    return batch, originals, json.loads((CORPUS / fault / "expected.json").read_text())
 
-    state = batch_pipeline(str(batch), run_id=run_id, return_state=True)
 
-    assert state.is_failed()
-    message = state.message
-    assert message.startswith("stage 'validate' failed:"), message
+def _assert_names_the_rule(message: str, expected: dict[str, Any]) -> None:
     assert expected["file"] in message and f"rule '{expected['rule']}'" in message, message
     if expected["column"]:
         assert f"column '{expected['column']}'" in message, message
     if expected["error"] == "ValidationFailed":
         assert "1 expectation(s) failed" in message, message
 
-    quarantine = Path(published["env"]["RECSYS_DATA_DIR"]) / "quarantine" / run_id
+
+def _assert_quarantined_and_nothing_changed(published: dict[str, Any], run_id: str,
+                                            batch: Path, originals: dict[str, bytes],
+                                            expected: dict[str, Any], message: str) -> None:
+    data_dir = Path(published["env"]["RECSYS_DATA_DIR"])
+    quarantine = data_dir / "quarantine" / run_id
     assert str(quarantine) in message
     assert not batch.exists()  # moved, not copied
     for name, data in originals.items():
@@ -105,9 +105,50 @@ def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[st
         assert failure["rows"], "the report shows offending rows"
     assert expected["rule"] in (quarantine / "report.md").read_text()
 
-    data_dir = Path(published["env"]["RECSYS_DATA_DIR"])
     assert not (data_dir / "raw").exists()  # no copy of a batch outside the store
     assert len(list_batches(data_dir / "store")) == 1  # the published batch only
     assert not (data_dir / "store" / "_incoming").exists()
     assert (data_dir / "validation" / run_id / "report.json").is_file()
     assert _serving(published["env"]) == (published["version"], published["recs"])
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[str, Any],
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in published["env"].items():
+        monkeypatch.setenv(key, value)
+    batch, originals, expected = _copy_fault(fault, tmp_path)
+    run_id = f"fault-{fault}"
+
+    with pytest.raises(RecsysError) as failed:
+        ingest_batch(batch, run_id=run_id, settings=Settings())
+
+    assert type(failed.value).__name__ == expected["error"]
+    message = str(failed.value)
+    _assert_names_the_rule(message, expected)
+    _assert_quarantined_and_nothing_changed(published, run_id, batch, originals, expected,
+                                            message)
+
+
+# One of each: a failed expectation, an unreadable file, a missing file.
+@pytest.mark.parametrize("fault", ["age_out_of_range", "corrupt_parquet_users",
+                                   "missing_items_file"])
+def test_the_flow_stops_at_validate_with_the_stage_message(
+        fault: str, published: dict[str, Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.pipeline import batch_pipeline
+
+    for key, value in published["env"].items():
+        monkeypatch.setenv(key, value)
+    batch, originals, expected = _copy_fault(fault, tmp_path)
+    run_id = f"flow-{fault}"
+
+    state = batch_pipeline(str(batch), run_id=run_id, return_state=True)
+
+    assert state.is_failed()
+    message = state.message
+    assert message.startswith("stage 'validate' failed:"), message
+    _assert_names_the_rule(message, expected)
+    _assert_quarantined_and_nothing_changed(published, run_id, batch, originals, expected,
+                                            message)

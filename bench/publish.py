@@ -71,7 +71,8 @@ def make_payload(users: int, items: int, top_n: int, similar_n: int, factors: in
 
 
 def bare_insert(db: Database, payload: PublishPayload, batch_size: int) -> tuple[float, int]:
-    """Insert the documents `publish` writes for `payload` into `db`, timing only the inserts.
+    """Insert the documents `write_payload_version` writes for `payload` into `db`, timing only
+    the inserts.
 
     The raw baseline of publishing: the same documents (built untimed, batch by batch), written
     with `insert_many(ordered=False)` in batches of `batch_size` into collections of the same

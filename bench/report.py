@@ -173,6 +173,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"| **end to end** (validation..publish) | **{e2e['ours_seconds']:.1f}** | sum of "
             f"the four | **{e2e['baseline_seconds']:.1f}** | **{e2e['ratio']:.2f}** | "
             f"<= {e2e['target']:g} | {_met(e2e)} | {e2e['peak_rss_mib']:,.0f} | | |")
+    if any(row.get("pair_ratios") for row in summary["stages"].values()):
+        lines += ["", "With repeats, a ratio is the median of the pairs' ratios (each pair's two "
+                      "sides ran back to back), not the quotient of the two sides' median "
+                      "seconds shown beside it; peak RSS is the largest of all runs."]
     if "serving" in summary["stages"]:
         serving = phases["serving/ours"]
         lines += ["", f"Serving: {serving.get('connections', '?')} connections, "

@@ -61,31 +61,27 @@ STAGE_MODULES = {
 }
 
 
-# Stages whose two sides can run again on the same work folder. Publish cannot: its `ours`
-# switches the version it wrote to active, and an active version is never rewritten.
-REPEATABLE = ("validation", "features", "training", "serving")
-
-
 def phase_order(stages: tuple[str, ...], repeat: int = 1) -> list[str]:
     """The phases a run measures, in order: `generate`, then each stage's baseline and ours,
-    that pair `repeat` times over for the `REPEATABLE` stages (interleaved, so a change in the
-    machine's speed hits both sides alike)."""
+    that pair `repeat` times over (interleaved, so a change in the machine's speed hits both
+    sides alike)."""
     return ["generate"] + [f"{stage}/{side}" for stage in STAGES if stage in stages
-                           for _ in range(repeat if stage in REPEATABLE else 1)
-                           for side in ("baseline", "ours")]
+                           for _ in range(repeat) for side in ("baseline", "ours")]
 
 
 def _record(phases: dict[str, Any], phase: str, result: dict[str, Any]) -> None:
-    """Keep `result` as `phase`'s result; with repeats, keep the run of median seconds and list
-    every run's seconds under `repeats`."""
+    """Keep `result` as `phase`'s result. With repeats, keep the median run (the lower of the
+    middle two for an even count) by what the stage's ratio reads (req/s for serving, else
+    seconds), with the largest peak RSS of all runs, and list every run under `repeats`."""
     earlier = phases.get(phase)
     runs = [*(earlier.get("repeats") or [earlier]), result] if earlier else [result]
     if len(runs) == 1:
         phases[phase] = result
         return
-    by_seconds = sorted(runs, key=lambda run: run["seconds"])
-    median = dict(by_seconds[(len(by_seconds) - 1) // 2])
-    median.pop("repeats", None)
+    key = "rps" if "rps" in result else "seconds"
+    by_measure = sorted(runs, key=lambda run: run[key])
+    median = {k: v for k, v in by_measure[(len(by_measure) - 1) // 2].items() if k != "repeats"}
+    median["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
     phases[phase] = {**median, "repeats": [{k: v for k, v in run.items() if k != "repeats"}
                                            for run in runs]}
 
@@ -116,8 +112,8 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
         uri: an existing MongoDB (default: an embedded secantusd-py in the work folder).
         stages: the stages to measure; a subset merges into the size's earlier results.
         keep: keep the temp work folder.
-        repeat: how many times each `REPEATABLE` stage's pair of sides runs; its ratio is then
-            the median of the pairs' ratios (`bench.report.summarize`).
+        repeat: how many times each stage's pair of sides runs; its ratio is then the median
+            of the pairs' ratios (`bench.report.summarize`).
         echo: progress lines go here.
 
     Raises:
@@ -138,6 +134,8 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
             "size": asdict(size), "seed": SEED, "started_at": datetime.now(UTC).isoformat(
                 timespec="seconds"), "machine": machine_info(), "work_dir": str(work_dir),
             "command": f"python -m bench run --size {size.name}"
+                       + ("" if set(stages) == set(STAGES)
+                          else "".join(f" --stage {stage}" for stage in stages))
                        + (f" --repeat {repeat}" if repeat > 1 else ""), "stages": list(stages),
             "mongodb": "external" if uri else "embedded secantusd-py", "phases": {},
             "summary": {}}
@@ -163,6 +161,14 @@ def run_benchmark(size: Size, *, results_dir: Path, work: Path | None = None,
     return results
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The `python -m bench run` command line."""
     parser = argparse.ArgumentParser(
@@ -184,10 +190,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="an existing MongoDB (default: an embedded secantusd-py in the "
                              "work folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temp work folder")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=_positive, default=1,
                         help="run each stage's two sides this many times, interleaved, and "
-                             f"report the median ratio ({', '.join(REPEATABLE)}; publish runs "
-                             "once)")
+                             "report the median of the pairs' ratios")
     return parser.parse_args(argv)
 
 
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         results = run_benchmark(SIZES[args.size], results_dir=out, work=args.work, uri=args.uri,
                                 stages=tuple(args.stage) if args.stage else STAGES,
                                 keep=args.keep, repeat=args.repeat)
-    except (RuntimeError, ValueError) as error:
+    except RuntimeError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"\nresults: {out / args.size}.json, {out / args.size}.md\n")
     print(markdown(results))

@@ -18,9 +18,7 @@ The life of a version, as recorded in its registry document::
 - `switch`: the pointer ``{_id, <field>: <version>, previous, switched_at}`` names the version;
 - `prune`: drop ready versions beyond the newest N, never the active one nor a protected one;
 - `cleanup_incomplete`: drop what a crash left (``building``/``dropping``, or any other status
-  that is not ``ready``, and collections of a version with no registry document, which the
-  late batch of a cleaned-up write attempt can leave); run it while holding the publish lock,
-  so no write is in progress.
+  that is not ``ready``); run it while holding the publish lock, so no write is in progress.
 
 Datetimes are aware UTC. Versions follow the id rule of `recsys/ids.py`.
 """
@@ -40,10 +38,6 @@ from recsys.ids import check_id
 from recsys.mongo import CODEC_OPTIONS, is_mongos, shard_collections
 
 logger = logging.getLogger(__name__)
-
-# A valid id that names no real version: `collections(_PROBE_VERSION)` shows where a version
-# sits in each of a store's collection names.
-_PROBE_VERSION = "version-name-probe"
 
 STATUS_BUILDING = "building"
 STATUS_READY = "ready"
@@ -280,8 +274,7 @@ class VersionedCollections:
         return dropped
 
     def cleanup_incomplete(self) -> list[str]:
-        """Drop every version that is not ``ready`` (a crashed write or drop) and the
-        collections of versions that have no registry document; never the active.
+        """Drop every version that is not ``ready`` (a crashed write or drop); never the active.
 
         Only run it while no write is in progress (the publish lock serialises writers).
 
@@ -299,40 +292,7 @@ class VersionedCollections:
             self.registry.delete_one({"_id": version})
             removed.append(version)
             logger.info("cleaned up incomplete %s %s", self.kind, version)
-        for version in self._unregistered_versions():
-            if version == active:
-                continue
-            self._drop_collections(version)
-            removed.append(version)
-            logger.warning("dropped the collections of %s %s, which has no registry document "
-                           "(the late write of a publish attempt that was cleaned up)",
-                           self.kind, version)
         return removed
-
-    def _unregistered_versions(self) -> list[str]:
-        """Versions that have collections of this store but no registry document.
-
-        A part of a failed write attempt that was still running when its version was cleaned
-        up can recreate a collection with the one batch it had in flight; nothing reads it,
-        and this finds it. A name is this store's when `collections` gives it back for the
-        version read out of it.
-        """
-        templates = [name.split(_PROBE_VERSION) for name in self.collections(_PROBE_VERSION)]
-        registered = {doc["_id"] for doc in self.registry.find({}, {"_id": 1})}
-        found = set()
-        for name in self.db.list_collection_names():
-            for prefix, suffix in templates:
-                if not (name.startswith(prefix) and name.endswith(suffix)
-                        and len(name) > len(prefix) + len(suffix)):
-                    continue
-                version = name[len(prefix):len(name) - len(suffix)]
-                try:
-                    ours = name in self.collections(version)
-                except (RecsysError, ValueError):  # not a valid id: not one of ours
-                    continue
-                if ours and version not in registered:
-                    found.add(version)
-        return sorted(found)
 
     def _drop_collections(self, version: str) -> None:
         for name in self.collections(version):

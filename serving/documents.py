@@ -264,11 +264,6 @@ class UserDocuments:
         """The lists carry ``because`` (explaining items)."""
         return self._explain is not None
 
-    @property
-    def expected(self) -> dict[str, int]:
-        """Documents per kind of collection (``recs``, ``user_embeddings``)."""
-        return {"recs": len(self.user_ids), "user_embeddings": len(self.user_ids)}
-
     def list_counts(self) -> tuple[np.ndarray, int]:
         """`serving.rec_stats.list_counts` of these lists (partitions' counts add up)."""
         return list_counts(self.rec_idx, len(self.item_ids))
@@ -415,11 +410,6 @@ class VersionDocuments:
     @property
     def generated_at(self) -> datetime:
         return self.items.generated_at
-
-    @property
-    def expected(self) -> dict[str, int]:
-        """Documents per kind of collection (``recs``, ``similar``, ...)."""
-        return {**self.users.expected, **self.items.expected}
 
     def documents(self, kind: str) -> Iterator[dict[str, Any]]:
         """The documents of one kind of collection (`recsys.mongo.SERVING_KINDS`), lazily."""

@@ -16,9 +16,9 @@
    documents expected (the ``_id`` index makes a duplicate impossible, so a right count
    means no gap either), then mark the version ready. Switching stays with `publish_model`.
 
-Steps 2-4 are one sequence (`_write`), the only code that writes a version into the serving
-collections; `write_payload_version` drives it for a whole in-memory `PublishPayload` (tests,
-benchmarks), its users as one part written in the caller's process.
+Steps 2-4 are one sequence (`_write_and_mark_ready`), the only code that writes a version into
+the serving collections; `write_payload_version` drives it for a whole in-memory
+`PublishPayload` (tests, benchmarks), its users as one part written in the caller's process.
 
 Idempotent parts: a document's ``_id`` is its user id and its content a pure function of the
 model's files and the version's ``generated_at`` (fixed by the coordinator and passed to every
@@ -29,16 +29,13 @@ on the first (normal) attempt, needs no extra field or index to find a part's do
 stays correct when a first attempt that was presumed dead is still writing (both attempts write
 identical documents; with delete-then-insert one could delete the other's writes).
 
-One attempt at a time: `_write` gives every publish attempt a token, kept in the
+One attempt at a time: `_write_and_mark_ready` gives every publish attempt a token, kept in the
 version's registry document, and a part checks before each batch that the version is still
 ``building`` under its attempt. A part of a failed attempt that is still running when the
 publish is retried (which begins the version afresh, with a new token) therefore stops at its
 next check. The batch it checked just before the retry began may still land (at most one per
 late part); a retry keeps the unfinished attempt's ``generated_at``, so such a batch holds
 exactly the documents the retry would write, and the retry's parts skip them as their own.
-Without a retry, such a batch can recreate a collection of a version that the cleanup already
-removed from the registry; the next `cleanup_incomplete` (every publish starts with one) drops
-collections that have no registry document.
 """
 
 from __future__ import annotations
@@ -225,10 +222,11 @@ def _generated_at(registered: dict[str, Any] | None) -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _write(db: Database, items: ItemDocuments, *, metadata: dict[str, Any], n_users: int,
-           partitions: int, write_users: Callable[[str], list[dict[str, Any]]],
-           batch_size: int, progress: ProgressCallback | None, started: float
-           ) -> tuple[dict[str, int], float, bool]:
+def _write_and_mark_ready(db: Database, items: ItemDocuments, *, metadata: dict[str, Any],
+                          n_users: int, partitions: int,
+                          write_users: Callable[[str], list[dict[str, Any]]], batch_size: int,
+                          progress: ProgressCallback | None, started: float
+                          ) -> tuple[dict[str, int], float, bool]:
     """The one sequence that writes a version: begin it, write the item side, have
     `write_users(attempt)` write the user parts, check they cover every user once, verify the
     counts and mark the version ready.
@@ -323,9 +321,9 @@ def write_version(db: Database, settings: Settings, version: str, *,
         with _report_user_progress(db, version, side.user_count, progress):
             return mapper("publish users", write_user_part, args)
 
-    counts, _, _ = _write(db, items, metadata=side.metadata, n_users=side.user_count,
-                          partitions=side.partitions, write_users=write_users,
-                          batch_size=batch_size, progress=progress, started=started)
+    counts, _, _ = _write_and_mark_ready(
+        db, items, metadata=side.metadata, n_users=side.user_count, partitions=side.partitions,
+        write_users=write_users, batch_size=batch_size, progress=progress, started=started)
     return counts
 
 
@@ -333,9 +331,9 @@ def write_payload_version(db: Database, payload: PublishPayload, *, batch_size: 
                           progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Write a whole in-memory `payload` as one version, ready to switch (not switched).
 
-    The same sequence as `write_version` (`_write`), with all users as one part written in
-    this process; for tests and benchmarks that build payloads from arrays. Every array is
-    checked before the database is touched. Rerunning with the same version drops whatever that
+    The same sequence as `write_version` (`_write_and_mark_ready`), with all users as one part
+    written in this process; for tests and benchmarks that build payloads from arrays. Every
+    array is checked before the database is touched. Rerunning with the same version drops whatever that
     version has (an incomplete or a ready-but-inactive copy) and rewrites it; the active version
     is never overwritten. Only `serving.publish.publish_model` switches what is served.
 
@@ -349,6 +347,7 @@ def write_payload_version(db: Database, payload: PublishPayload, *, batch_size: 
         ``{version, counts, seconds, replaced}``.
 
     Raises:
+        ValueError: `batch_size` is below 1.
         InvalidId: the version breaks the id rule.
         PublishError: bad payload, the version is active, or verification failed (the
             version then stays ``building`` for `MongoServingStore.cleanup_incomplete`).
@@ -362,7 +361,7 @@ def write_payload_version(db: Database, payload: PublishPayload, *, batch_size: 
         return [_write_users(db, docs.users, part=0, attempt=attempt, batch_size=batch_size,
                              progress=progress)]
 
-    counts, seconds, replaced = _write(
+    counts, seconds, replaced = _write_and_mark_ready(
         db, docs.items, metadata=payload.metadata, n_users=len(docs.users.user_ids),
         partitions=1, write_users=write_users, batch_size=batch_size, progress=progress,
         started=started)

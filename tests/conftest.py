@@ -14,22 +14,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS_DIR = REPO_ROOT.parent / "shared" / "datasets" / "ml-100k"
 
 # The default suite's longest files (seconds of setup + calls on 2 cores, measured with
-# `--durations=0`), longest first. `make test` hands whole files to its two processes in
-# collection order (`--dist loadfile --no-loadscope-reorder`); starting with these lets both
-# processes finish together instead of one running a long file alone at the end.
+# `--durations=0` on 2026-12-02; they vary with the machine's load), longest first. `make test`
+# hands whole files to its two processes in collection order (`--dist loadfile
+# --no-loadscope-reorder`); starting with these lets both processes finish together instead of
+# one running a long file alone at the end.
 LONGEST_FILES = (
-    "tests/ingest/test_broken_batches.py",  # 85 s: a published version, then 21 faults
-    "tests/flows/test_run_display.py",  # 62 s: Prefect's test server and three flow runs
-    "tests/flows/test_schedules.py",  # 62 s: a real `prefect server start`
-    "tests/flows/test_dask_runner.py",  # 57 s: a local and a LocalCluster pipeline
-    "tests/test_end_to_end.py",  # 43 s
+    "tests/ingest/test_broken_batches.py",  # ~55 s: Prefect's test server, a published version
+    "tests/flows/test_schedules.py",  # ~50 s: a real `prefect server start`
+    "tests/flows/test_run_display.py",  # ~45 s: Prefect's test server and three flow runs
+    "tests/flows/test_dask_runner.py",  # ~40 s: a local and a LocalCluster pipeline
+    "tests/test_end_to_end.py",  # ~40 s
     "tests/serving/test_restore_safety.py",
     "tests/ingest/test_chunked_validation.py",
-    "tests/features/test_partitioned_build.py",
     "tests/ingest/test_stage.py",
-    "tests/ingest/test_validation_parts.py",
+    "tests/features/test_partitioned_build.py",
+    "tests/serving/test_resilience.py",
+    "tests/serving/test_publish.py",
     "tests/ingest/test_sql_validation.py",
-    "tests/serving/test_explorer_browser.py",
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import END_TO_END_TARGET, SERVING_TARGET, TARGETS, markdown, summarize
-from bench.runner import REPEATABLE, _record, parse_args, phase_order, results_dir, run_benchmark
+from bench.runner import _record, parse_args, phase_order, results_dir, run_benchmark
 from bench.workspace import PIPELINE_STAGES, STAGES, Size
 from recsys.settings import Settings
 
@@ -116,21 +116,26 @@ def test_phases_run_in_pipeline_order_baseline_first() -> None:
         "generate", "features/baseline", "features/ours", "training/baseline", "training/ours"]
 
 
-def test_repeats_interleave_the_two_sides_and_publish_runs_once() -> None:
-    assert "publish" not in REPEATABLE
+def test_repeats_interleave_the_two_sides() -> None:
     assert phase_order(("training", "publish"), repeat=2) == [
         "generate", "training/baseline", "training/ours", "training/baseline", "training/ours",
-        "publish/baseline", "publish/ours"]
+        "publish/baseline", "publish/ours", "publish/baseline", "publish/ours"]
     assert parse_args(["--repeat", "3"]).repeat == 3 and parse_args([]).repeat == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--repeat", "0"])
 
 
 def test_a_repeated_phase_keeps_its_median_run_and_every_run() -> None:
     phases: dict = {}
-    for seconds in (5.0, 3.0, 4.0):
-        _record(phases, "training/ours", _phase(seconds, fit=seconds))
+    for seconds, rss in ((5.0, 300.0), (3.0, 100.0), (4.0, 200.0)):
+        _record(phases, "training/ours", _phase(seconds, rss, fit=seconds))
     kept = phases["training/ours"]
     assert (kept["seconds"], kept["fit"]) == (4.0, 4.0)
+    assert kept["peak_rss_mib"] == 300.0  # the largest of all runs
     assert [run["seconds"] for run in kept["repeats"]] == [5.0, 3.0, 4.0]
+    for rps in (900.0, 1000.0, 800.0, 950.0):  # serving: by req/s (wrk's seconds are fixed)
+        _record(phases, "serving/ours", _phase(10.0, rps=rps, p99_ms=rps / 100))
+    assert (phases["serving/ours"]["rps"], phases["serving/ours"]["p99_ms"]) == (900.0, 9.0)
     _record(phases, "features/ours", _phase(2.0))
     assert phases["features/ours"] == _phase(2.0)  # one run: no repeats list
 
@@ -152,6 +157,7 @@ def test_repeated_stage_reports_the_median_of_its_pairs_ratios() -> None:
                       "started_at": "now", "phases": results["phases"],
                       "summary": summarize(results)})
     assert "| 1.15 (median of 3: 1.15, 1.10, 1.29) |" in table
+    assert "not the quotient of the two sides' median seconds" in table
 
 
 @pytest.mark.integration
@@ -168,7 +174,7 @@ def test_repeat_reruns_a_stage_on_the_same_work_folder(tmp_path: Path, mongo_uri
     row = results["summary"]["stages"]["validation"]
     assert len(row["pair_ratios"]) == 2 and min(row["pair_ratios"]) <= row["ratio"] \
         <= max(row["pair_ratios"])
-    assert results["command"].endswith("--repeat 2")
+    assert results["command"] == "python -m bench run --size tiny --stage validation --repeat 2"
     with pytest.raises(ValueError, match="repeat"):
         run_benchmark(size, results_dir=tmp_path / "r", uri=mongo_uri, repeat=0)
 

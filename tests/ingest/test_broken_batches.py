@@ -5,8 +5,8 @@ through the validate stage (`ingest.stage.ingest_batch`, what the flow's validat
 must fail with a message naming the file, column and rule, land intact in
 `quarantine/<run id>/` with its reports, and leave the raw store and the served model version
 and a user's recommendations exactly as they were. Each folder's `expected.json` says what the
-failure must look like. A few of them, one of each kind of failure, also go through the whole
-flow, which must stop at 'validate' with the same message.
+failure must look like. Three of them (a failed expectation, an unreadable file, a missing
+file) also go through the whole flow, which must stop at 'validate' with the same message.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def test_broken_batch_is_rejected_and_quarantined(fault: str, published: dict[st
                                             message)
 
 
-# One of each: a failed expectation, an unreadable file, a missing file.
+# A failed expectation (ValidationFailed), an unreadable and a missing file (InputFileError).
 @pytest.mark.parametrize("fault", ["age_out_of_range", "corrupt_parquet_users",
                                    "missing_items_file"])
 def test_the_flow_stops_at_validate_with_the_stage_message(

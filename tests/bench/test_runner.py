@@ -205,7 +205,9 @@ def test_tiny_run_measures_every_stage_beside_its_baseline(tmp_path: Path,
     assert phases["publish/ours"]["counts"]["users"] == n_users
     assert phases["publish/ours"]["counts"]["items"] == n_items
     assert phases["publish/ours"]["active_version"] == "bench"
-    assert phases["publish/baseline"]["documents"] == 2 * n_users + 2 * n_items + 1
+    # the version's serving documents, then one online feature document per user and per item
+    assert phases["publish/baseline"]["documents"] == (2 * n_users + 2 * n_items + 1
+                                                       + n_users + n_items)
     assert phases["training/ours"]["metrics"]["als"]["ndcg@10"] > 0
     for phase in phases.values():
         assert phase["seconds"] >= 0 and phase["peak_rss_mib"] > 0

@@ -71,7 +71,7 @@ from recsys.mongo import (
     feature_collections,
 )
 from recsys.progress import ProgressCallback, report_progress
-from recsys.versions import VersionedCollections
+from recsys.versions import STATUS_ABANDONED, VersionedCollections
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,9 @@ def prune_online(db: Database, *, keep: int, protect: Iterable[str] = ()) -> lis
 
 
 def cleanup_online(db: Database) -> list[str]:
-    """Drop snapshots a crashed materialization left half-written (never the online one)."""
+    """Abandon snapshots a crashed materialization left half-written (never the online one):
+    their collections are dropped, their documents kept a while as tombstones
+    (`recsys.versions.VersionedCollections.cleanup_incomplete`)."""
     return online_versions(db).cleanup_incomplete()
 
 
@@ -237,8 +239,10 @@ def online_snapshot(db: Database) -> str | None:
 
 
 def materialized_snapshots(db: Database) -> set[str]:
-    """Every snapshot id with a document in the online registry (any status)."""
-    return {str(doc["_id"]) for doc in db[FEATURE_SNAPSHOTS].find({}, {"_id": 1})}
+    """Every snapshot id with a document in the online registry (being written, ready or
+    being dropped; not one a cleanup abandoned)."""
+    return {str(doc["_id"]) for doc in db[FEATURE_SNAPSHOTS].find(
+        {"status": {"$ne": STATUS_ABANDONED}}, {"_id": 1})}
 
 
 def read_online_features(db: Database, entity: str, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -7,8 +7,9 @@ version, and switching back is the same one write. Nothing is renamed and `$out`
 
 The life of a version, as recorded in its registry document::
 
-    {_id: <version>, status: "building" | "ready" | "dropping",
-     created_at: datetime, ready_at: datetime | None, ...fields of the store}
+    {_id: <version>, status: "building" | "ready" | "dropping" | "abandoned",
+     created_at: datetime, ready_at: datetime | None, abandoned_at: datetime (abandoned only),
+     ...fields of the store}
 
 - `begin`: registry document in status ``building`` (first, so a crash at any later point leaves
   a record), then fresh empty collections (`create_version_collections`: behind a mongos they
@@ -17,8 +18,13 @@ The life of a version, as recorded in its registry document::
 - `mark_ready`: ``building`` -> ``ready`` (refused when another writer changed the state);
 - `switch`: the pointer ``{_id, <field>: <version>, previous, switched_at}`` names the version;
 - `prune`: drop ready versions beyond the newest N, never the active one nor a protected one;
-- `cleanup_incomplete`: drop what a crash left (``building``/``dropping``, or any other status
-  that is not ``ready``); run it while holding the publish lock, so no write is in progress.
+- `cleanup_incomplete`: abandon what a crash left (``building``/``dropping``, or any other
+  status that is not ``ready``): status ``abandoned`` first, then its collections dropped; run it
+  while holding the publish lock, so no write of this process is in progress. The abandoned
+  document stays as a tombstone for `ABANDONED_KEEP`, and every cleanup drops its collections
+  again: a writer of the crashed attempt on another machine (a late Dask part) may have had one
+  batch in flight, and MongoDB recreates a dropped collection on insert. Without the tombstone
+  such a collection would belong to no version and nothing would ever drop it.
 
 Datetimes are aware UTC. Versions follow the id rule of `recsys/ids.py`.
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -42,6 +48,12 @@ logger = logging.getLogger(__name__)
 STATUS_BUILDING = "building"
 STATUS_READY = "ready"
 STATUS_DROPPING = "dropping"
+STATUS_ABANDONED = "abandoned"
+
+#: How long an abandoned version's document outlives its cleanup. A late writer checks the
+#: status before each batch, so at most one batch per writer can land after the cleanup; a
+#: day covers any writer that is merely slow, not only the usual seconds.
+ABANDONED_KEEP = timedelta(days=1)
 
 _NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 
@@ -125,7 +137,8 @@ class VersionedCollections:
             fields: the store's own fields of the registry document.
 
         Returns:
-            True when a document of `version` existed (a rewrite).
+            True when a document of `version` existed that a cleanup had not abandoned (a
+            rewrite of what it holds; an abandoned version holds nothing).
 
         Raises:
             InvalidId: `version` breaks the id rule.
@@ -147,7 +160,7 @@ class VersionedCollections:
             raise self.error(f"{self.kind} {version!r} became active while being written")
         self.registry.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
         create_version_collections(self.db, self.collections(version), sharded=self.sharded)
-        return existing is not None
+        return existing is not None and existing.get("status") != STATUS_ABANDONED
 
     def verify_counts(self, version: str, expected: dict[str, int],
                       inserted: dict[str, int] | None = None) -> None:
@@ -273,26 +286,46 @@ class VersionedCollections:
             dropped.append(version)
         return dropped
 
-    def cleanup_incomplete(self) -> list[str]:
-        """Drop every version that is not ``ready`` (a crashed write or drop); never the active.
+    def cleanup_incomplete(self, *, now: datetime | None = None) -> list[str]:
+        """Abandon every version that is not ``ready`` (a crashed write or drop); never the
+        active one.
 
+        A crashed version becomes ``abandoned`` (with ``abandoned_at``) before its collections
+        are dropped, so a late writer's status check fails from then on. Abandoned versions'
+        collections are dropped again by every cleanup (one batch of a late writer may have
+        recreated one), and their documents are deleted once older than `ABANDONED_KEEP`.
         Only run it while no write is in progress (the publish lock serialises writers).
 
+        Args:
+            now: the clock for `ABANDONED_KEEP` (default: now, UTC).
+
         Returns:
-            The versions removed.
+            The versions abandoned by this call.
         """
+        now = now if now is not None else datetime.now(UTC)
         active = self.active()
-        removed = []
-        for doc in self.registry.find({"status": {"$ne": STATUS_READY}}, {"_id": 1}):
+        abandoned = []
+        for doc in self.registry.find({"status": {"$ne": STATUS_READY}},
+                                      {"_id": 1, "status": 1, "abandoned_at": 1}):
             version = doc["_id"]
             if version == active:  # cannot happen through this class; never drop what serves
                 logger.warning("active %s %s is not ready; leaving it", self.kind, version)
                 continue
+            if doc.get("status") != STATUS_ABANDONED:
+                self.registry.update_one(
+                    {"_id": version, "status": {"$ne": STATUS_READY}},
+                    {"$set": {"status": STATUS_ABANDONED, "abandoned_at": now}})
+                self._drop_collections(version)
+                abandoned.append(version)
+                logger.info("abandoned incomplete %s %s (was %s)", self.kind, version,
+                            doc.get("status"))
+                continue
             self._drop_collections(version)
-            self.registry.delete_one({"_id": version})
-            removed.append(version)
-            logger.info("cleaned up incomplete %s %s", self.kind, version)
-        return removed
+            since = doc.get("abandoned_at")
+            if since is None or now - since >= ABANDONED_KEEP:
+                self.registry.delete_one({"_id": version, "status": STATUS_ABANDONED})
+                logger.info("forgot abandoned %s %s", self.kind, version)
+        return abandoned
 
     def _drop_collections(self, version: str) -> None:
         for name in self.collections(version):

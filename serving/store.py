@@ -64,6 +64,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,8 @@ class MongoServingStore:
         and fresh empty collections (sharded on hashed ``_id`` behind a mongos).
 
         Returns:
-            True when a document of `version` existed (it is rewritten).
+            True when a document of `version` existed that a cleanup had not abandoned
+            (it is rewritten).
 
         Raises:
             InvalidId / PublishError: a bad id, or the version is active.
@@ -257,15 +259,18 @@ class MongoServingStore:
         """
         return self.versions.prune(keep, protect)
 
-    def cleanup_incomplete(self) -> list[str]:
-        """Drop versions left ``building`` (a crashed publish) or ``dropping`` (a crashed prune).
+    def cleanup_incomplete(self, *, now: datetime | None = None) -> list[str]:
+        """Abandon versions left ``building`` (a crashed publish) or ``dropping`` (a crashed
+        prune): their collections are dropped, now and by every later cleanup while their
+        ``abandoned`` document is kept (`recsys.versions.ABANDONED_KEEP`).
 
-        Run it while holding the publish lock, so no publish is in progress.
+        Run it while holding the publish lock, so no publish is in progress; `now` is the
+        clock the tombstones' age is read on (default: now, UTC).
 
         Returns:
-            The versions removed.
+            The versions abandoned by this call.
         """
-        return self.versions.cleanup_incomplete()
+        return self.versions.cleanup_incomplete(now=now)
 
 
 # -------------------------------------------------------------------- writing documents

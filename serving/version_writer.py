@@ -58,7 +58,7 @@ from recsys.mongo import client_for, recs_collection, serving_collection
 from recsys.partitions import Mapper, serial_map
 from recsys.progress import ProgressCallback, report_progress
 from recsys.settings import Settings
-from recsys.versions import STATUS_BUILDING
+from recsys.versions import STATUS_ABANDONED, STATUS_BUILDING
 from serving.artifacts import load_item_side, load_user_part, version_dir
 from serving.documents import (
     ITEM_KINDS,
@@ -212,11 +212,12 @@ def _report_user_progress(db: Database, version: str, total: int,
 
 
 def _generated_at(registered: dict[str, Any] | None) -> datetime:
-    """The version's ``generated_at``: kept from an unfinished earlier attempt (so a late part
-    of that attempt can only write documents identical to this attempt's), else now. BSON
-    keeps milliseconds, so a new value is cut to them as well."""
-    if registered and registered.get("status") == STATUS_BUILDING and registered.get(
-            "generated_at"):
+    """The version's ``generated_at``: kept from an unfinished earlier attempt, still
+    ``building`` or already ``abandoned`` by a cleanup (so a late part of that attempt can only
+    write documents identical to this attempt's), else now. BSON keeps milliseconds, so a new
+    value is cut to them as well."""
+    if (registered and registered.get("status") in (STATUS_BUILDING, STATUS_ABANDONED)
+            and registered.get("generated_at")):
         return registered["generated_at"].astimezone(UTC)
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -101,8 +101,9 @@ class LastPublishPublic(BaseModel):
                               "publish_seconds": 4.2})
 
     version: str
-    status: str = Field(description='"ready", or "building" while (or when a crash left) '
-                                    "a publish unfinished")
+    status: str = Field(description='"ready"; "building" while (or when a crash left) a '
+                                    'publish unfinished; "abandoned" once the next publish '
+                                    "cleaned such a one up")
     active: bool
     created_at: datetime | None = Field(None, description="when the publish started")
     ready_at: datetime | None = Field(None, description="when it was written and verified")

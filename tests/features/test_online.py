@@ -104,4 +104,6 @@ def test_write_then_switch_prune_protects_and_cleanup(raw_files, tmp_path, db):
     db[feature_collection("users", "crashed")].insert_one({"_id": "a"})
     assert cleanup_online(db) == ["crashed"]
     assert feature_collection("users", "crashed") not in db.list_collection_names()
+    assert db[REGISTRY_COLLECTION].find_one({"_id": "crashed"})["status"] == "abandoned"
+    assert materialized_snapshots(db) == {"s1", "s3"}  # an abandoned one protects no files
     assert online_snapshot(db) == "s3" and is_materialized(db, "s3")

@@ -19,7 +19,7 @@ from recsys.mongo import (
     user_embeddings_collection,
 )
 from recsys.mongo import serving_collections as version_collections
-from recsys.versions import STATUS_BUILDING, STATUS_READY
+from recsys.versions import ABANDONED_KEEP, STATUS_ABANDONED, STATUS_BUILDING, STATUS_READY
 from serving import version_writer
 from serving.documents import decode_vector
 from serving.store import MongoServingStore, referenced_snapshots
@@ -178,10 +178,46 @@ def test_cleanup_incomplete(store: MongoServingStore, db: Database) -> None:
     db[VERSIONS].insert_one({"_id": "crashed", "status": STATUS_BUILDING})
     db[recs_collection("crashed")].insert_one({"_id": "u0"})
     assert store.cleanup_incomplete() == ["crashed"]
-    assert store.get_version("crashed") is None
+    assert store.get_version("crashed")["status"] == STATUS_ABANDONED
     assert recs_collection("crashed") not in db.list_collection_names()
     assert store.get_version("v1")["status"] == STATUS_READY
     assert store.cleanup_incomplete() == []
+
+
+def test_an_abandoned_version_is_dropped_again_until_forgotten(
+    store: MongoServingStore, db: Database
+) -> None:
+    """One batch of a late writer can recreate a collection after the cleanup dropped it: the
+    tombstone makes the next cleanup drop it again, and goes once ABANDONED_KEEP has passed."""
+    db[VERSIONS].insert_one({"_id": "crashed", "status": STATUS_BUILDING})
+    db[recs_collection("crashed")].insert_one({"_id": "u0"})
+    assert store.cleanup_incomplete() == ["crashed"]
+    abandoned_at = store.get_version("crashed")["abandoned_at"]
+    db[recs_collection("crashed")].insert_one({"_id": "u1"})  # the late batch lands
+    assert store.cleanup_incomplete(now=abandoned_at + ABANDONED_KEEP / 2) == []
+    assert recs_collection("crashed") not in db.list_collection_names()
+    assert store.get_version("crashed")["status"] == STATUS_ABANDONED
+    assert store.list_versions()[0]["status"] == STATUS_ABANDONED
+    db[recs_collection("crashed")].insert_one({"_id": "u2"})
+    assert store.cleanup_incomplete(now=abandoned_at + ABANDONED_KEEP) == []
+    assert recs_collection("crashed") not in db.list_collection_names()
+    assert store.get_version("crashed") is None
+
+
+def test_a_rewrite_of_an_abandoned_version_keeps_its_time_and_publishes_it_whole(
+    store: MongoServingStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_after(monkeypatch, 3)
+    with pytest.raises(_Boom):
+        write_payload_version(store.db, make_payload("v2", seed=3), batch_size=4)
+    monkeypatch.undo()
+    first = store.get_version("v2")["generated_at"]
+    assert store.cleanup_incomplete() == ["v2"]
+    summary = write_payload_version(store.db, make_payload("v2", seed=3), batch_size=4)
+    assert summary["replaced"] is False  # nothing of the abandoned attempt was left
+    assert store.get_version("v2")["status"] == STATUS_READY
+    assert store.get_version("v2")["generated_at"] == first
+    assert db[recs_collection("v2")].count_documents({"generated_at": first}) == N_USERS
 
 
 @pytest.mark.parametrize("version", ["", "a b", "v$1", "../x", ".x", "x" * 101])

@@ -13,7 +13,8 @@ A local build is the same with one part (no hashing, no filtering; its files are
 Everything a part needs is in the plan file (`write_plan`): part functions take that path and
 a part number, write only under the build folder (`<features_root>/.build/<snapshot id>/`,
 atomically per part) and return their row counts, so a part rerun after a lost worker redoes
-exactly its own work.
+exactly its own work. On a Dask worker a part's DuckDB keeps within a share of the worker's
+memory limit (`recsys.partitions.part_memory_limit`) and spills into the build folder.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from features.registry import PARTIALS, REGISTRY, FeatureView, partial_sql
 from features.relations import listing, lit, register_params, register_relations
 from features.sources import SourceSet
 from ingest.raw_store import connect
-from recsys.partitions import partition_of
+from recsys.partitions import part_memory_limit, partition_of
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ def build_user_part(plan_file: str, part: int) -> dict[str, int]:
     tmp = folder / f".part={part}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     rows: dict[str, int] = {}
-    con = connect(threads=plan["threads"], memory_limit=plan["memory_limit"])
+    con = connect(threads=plan["threads"], memory_limit=part_memory_limit(plan["memory_limit"]))
+    # spill beside the part's files (shared storage), not into the worker's working directory
+    spill = tmp.with_name(tmp.name + ".spill")
+    con.execute(f"SET temp_directory = {lit(spill)}")
     try:
         part_users = None
         if partitions > 1:
@@ -130,6 +134,7 @@ def build_user_part(plan_file: str, part: int) -> dict[str, int]:
         raise
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     final = part_folder(folder, part)
     # move an earlier attempt's folder aside first, so the rename below never meets a
     # non-empty target; a concurrent attempt that wins the race wrote the same files

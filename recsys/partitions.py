@@ -18,6 +18,10 @@ import pandas as pd
 
 R = TypeVar("R")
 
+#: The share of a Dask worker's memory limit that DuckDB may hold in a part running there
+#: before it spills to disk; the rest is for the worker's Python objects and Arrow buffers.
+WORKER_DUCKDB_SHARE = 0.5
+
 # pandas' hash_array is SipHash-2-4 keyed with these 16 bytes: the same id gets the same
 # partition on every machine and every run (Python's own hash() is salted per process).
 _HASH_KEY = "recsys-partition"
@@ -52,3 +56,26 @@ def serial_map(label: str, fn: Callable[..., R], args_list: Sequence[tuple[Any, 
                ) -> list[R]:
     """The local mapper: each part in turn, in this process."""
     return [fn(*args) for args in args_list]
+
+
+def part_memory_limit(configured: str | None = None) -> str | None:
+    """The DuckDB ``memory_limit`` of a part's connection.
+
+    `configured` when given; else, in a Dask worker that has a memory limit,
+    `WORKER_DUCKDB_SHARE` of that limit; else None (DuckDB's default). DuckDB's default is 80 %
+    of the host's memory in every process, so parts on several workers of one host would
+    together claim several times the host, and the nanny would kill their workers where DuckDB
+    could have spilled to disk instead.
+    """
+    if configured is not None:
+        return configured
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not installed, or not in a worker
+        return None
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit:
+        return None
+    return f"{max(1, int(limit * WORKER_DUCKDB_SHARE) // 2**20)}MiB"

@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import features.parts as parts_module
 from features.parts import build_folder
 from features.registry import REGISTRY
 from features.snapshot import Manifest, build_views
 from features.sources import sources_from_store
 from ingest.raw_store import commit_batch
-from recsys.partitions import partition_of
+from recsys.partitions import part_memory_limit, partition_of
 
 JAN = datetime(2024, 1, 1, tzinfo=UTC)
 FEB = datetime(2024, 2, 1, tzinfo=UTC)
@@ -115,3 +116,38 @@ def test_a_retried_part_replaces_its_own_files(store, tmp_path):
     again = _build(store, tmp_path / "again", None, partitions=2, mapper=twice)
     assert {v: m.sha256 for v, m in once.views.items()} == \
         {v: m.sha256 for v, m in again.views.items()}
+
+
+def test_parts_on_dask_workers_keep_duckdb_within_the_workers_memory(store, tmp_path,
+                                                                      monkeypatch):
+    """On a Dask worker a part's DuckDB gets half the worker's memory limit (DuckDB's own
+    default, 80 % of the host in every process, would let parts on one host's workers claim
+    several times its memory) and spills into the build folder, which is removed after."""
+    from distributed import Client, LocalCluster
+
+    limits: list[str | None] = []
+    real_connect = parts_module.connect
+
+    def recording(**kwargs):
+        limits.append(kwargs.get("memory_limit"))
+        return real_connect(**kwargs)
+
+    monkeypatch.setattr(parts_module, "connect", recording)
+    local = _build(store, tmp_path / "local", None)
+    assert limits == [None]  # the local build keeps DuckDB's default
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      memory_limit="512MiB", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        def dask_map(label, fn, args_list):
+            return client.gather([client.submit(fn, *args, pure=False) for args in args_list])
+
+        on_dask = _build(store, tmp_path / "dask", None, partitions=3, mapper=dask_map)
+    assert limits[1:] == ["256MiB"] * 3  # one connection per part
+    assert {v: m.sha256 for v, m in on_dask.views.items()} == \
+        {v: m.sha256 for v, m in local.views.items()}
+    assert not build_folder(tmp_path / "dask", "s").exists()
+
+
+def test_part_memory_limit_outside_a_worker():
+    assert part_memory_limit("2GB") == "2GB"  # a configured limit wins anywhere
+    assert part_memory_limit(None) is None  # here: DuckDB's default

@@ -123,6 +123,7 @@ def test_parts_on_dask_workers_keep_duckdb_within_the_workers_memory(store, tmp_
     """On a Dask worker a part's DuckDB gets half the worker's memory limit (DuckDB's own
     default, 80 % of the host in every process, would let parts on one host's workers claim
     several times its memory) and spills into the build folder, which is removed after."""
+    import dask
     from distributed import Client, LocalCluster
 
     limits: list[str | None] = []
@@ -135,8 +136,12 @@ def test_parts_on_dask_workers_keep_duckdb_within_the_workers_memory(store, tmp_
     monkeypatch.setattr(parts_module, "connect", recording)
     local = _build(store, tmp_path / "local", None)
     assert limits == [None]  # the local build keeps DuckDB's default
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      memory_limit="512MiB", dashboard_address=None) as cluster, \
+    # in-process workers measure this whole (test) process: no pausing or spilling on it
+    no_memory_policy = {f"distributed.worker.memory.{key}": False
+                        for key in ("target", "spill", "pause", "terminate")}
+    with dask.config.set(no_memory_policy), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                         memory_limit="512MiB", dashboard_address=None) as cluster, \
             Client(cluster) as client:
         def dask_map(label, fn, args_list):
             return client.gather([client.submit(fn, *args, pure=False) for args in args_list])

@@ -14,8 +14,8 @@ Document shapes (datetimes are UTC; ids are strings):
 
 ``feature_snapshots`` -- the registry, one document per materialized snapshot::
 
-    {_id: <snapshot_id>, status: "building" | "ready" | "dropping", as_of: datetime,
-     created_at: datetime, ready_at: datetime | None,
+    {_id: <snapshot_id>, status: "building" | "ready" | "dropping" | "abandoned",
+     as_of: datetime, created_at: datetime, ready_at: datetime | None,
      collections: {users: "user_features_<snapshot_id>", items: "item_features_<snapshot_id>"},
      counts: {users: int, items: int}, view_versions: {user_features: str, item_features: str},
      catalogue: {items: int, interactions: int,              # `catalogue_summary`, for /stats

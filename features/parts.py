@@ -14,7 +14,7 @@ Everything a part needs is in the plan file (`write_plan`): part functions take 
 a part number, write only under the build folder (`<features_root>/.build/<snapshot id>/`,
 atomically per part) and return their row counts, so a part rerun after a lost worker redoes
 exactly its own work. On a Dask worker a part's DuckDB keeps within a share of the worker's
-memory limit (`recsys.partitions.part_memory_limit`) and spills into the build folder.
+memory limit (`recsys.partitions.part_memory_limit`) and spills to the machine's temp folder.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -110,10 +111,11 @@ def build_user_part(plan_file: str, part: int) -> dict[str, int]:
     tmp.mkdir(parents=True)
     rows: dict[str, int] = {}
     con = connect(threads=plan["threads"], memory_limit=part_memory_limit(plan["memory_limit"]))
-    # spill beside the part's files (shared storage), not into the worker's working directory
-    spill = tmp.with_name(tmp.name + ".spill")
-    con.execute(f"SET temp_directory = {lit(spill)}")
+    # spill to this machine's temp folder, one per part: not into the worker's working
+    # directory (DuckDB's default), which a container may not let it write
+    spill = Path(tempfile.mkdtemp(prefix=f"recsys-part{part}-spill-"))
     try:
+        con.execute(f"SET temp_directory = {lit(spill)}")
         part_users = None
         if partitions > 1:
             con.execute("CREATE TEMP TABLE part_users AS SELECT user_id FROM read_parquet("

@@ -18,8 +18,8 @@ import pandas as pd
 
 R = TypeVar("R")
 
-#: The share of a Dask worker's memory limit that DuckDB may hold in a part running there
-#: before it spills to disk; the rest is for the worker's Python objects and Arrow buffers.
+#: The share of a Dask worker's memory limit that the DuckDB of the parts running there may
+#: hold together before spilling to disk; the rest is for Python objects and Arrow buffers.
 WORKER_DUCKDB_SHARE = 0.5
 
 # pandas' hash_array is SipHash-2-4 keyed with these 16 bytes: the same id gets the same
@@ -62,7 +62,8 @@ def part_memory_limit(configured: str | None = None) -> str | None:
     """The DuckDB ``memory_limit`` of a part's connection.
 
     `configured` when given; else, in a Dask worker that has a memory limit,
-    `WORKER_DUCKDB_SHARE` of that limit; else None (DuckDB's default). DuckDB's default is 80 %
+    `WORKER_DUCKDB_SHARE` of that limit divided among the worker's threads (each may run a
+    part); else None (DuckDB's default). DuckDB's default is 80 %
     of the host's memory in every process, so parts on several workers of one host would
     together claim several times the host, and the nanny would kill their workers where DuckDB
     could have spilled to disk instead.
@@ -78,4 +79,5 @@ def part_memory_limit(configured: str | None = None) -> str | None:
     limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
     if not limit:
         return None
-    return f"{max(1, int(limit * WORKER_DUCKDB_SHARE) // 2**20)}MiB"
+    threads = max(1, int(getattr(getattr(worker, "state", None), "nthreads", 1) or 1))
+    return f"{max(1, int(limit * WORKER_DUCKDB_SHARE / threads) // 2**20)}MiB"

@@ -50,9 +50,10 @@ STATUS_READY = "ready"
 STATUS_DROPPING = "dropping"
 STATUS_ABANDONED = "abandoned"
 
-#: How long an abandoned version's document outlives its cleanup. A late writer checks the
-#: status before each batch, so at most one batch per writer can land after the cleanup; a
-#: day covers any writer that is merely slow, not only the usual seconds.
+#: How long an abandoned version's document outlives its cleanup. A late part checks the
+#: status before each batch, so at most one batch per part can land after the cleanup (a
+#: publish driver that lost its lock may write its item side until `mark_ready` refuses it);
+#: a day covers any writer that is merely slow, not only the usual seconds.
 ABANDONED_KEEP = timedelta(days=1)
 
 _NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
@@ -312,9 +313,11 @@ class VersionedCollections:
                 logger.warning("active %s %s is not ready; leaving it", self.kind, version)
                 continue
             if doc.get("status") != STATUS_ABANDONED:
-                self.registry.update_one(
-                    {"_id": version, "status": {"$ne": STATUS_READY}},
+                marked = self.registry.update_one(
+                    {"_id": version, "status": doc.get("status")},
                     {"$set": {"status": STATUS_ABANDONED, "abandoned_at": now}})
+                if not marked.modified_count:  # its writer changed it meanwhile (made it ready)
+                    continue
                 self._drop_collections(version)
                 abandoned.append(version)
                 logger.info("abandoned incomplete %s %s (was %s)", self.kind, version,

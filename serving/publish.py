@@ -201,8 +201,8 @@ def _serve(db: Database, lock: PublishLock, settings: Settings, version: str, *,
            mapper: Mapper = serial_map) -> PublishResult:
     """The steps of the module docstring; the caller holds the publish lock."""
     store = MongoServingStore(db)
-    unfinished = store.get_version(version)  # an earlier attempt's, before cleanup drops it
     store.cleanup_incomplete()
+    unfinished = store.get_version(version)  # an earlier attempt's: building or abandoned
     cleanup_online(db)
     active = store.active_version()
     if not isinstance(expected_active, _Unset) and active != expected_active:

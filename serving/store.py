@@ -10,7 +10,7 @@ Document shapes (every serving document carries `model_version`; datetimes are U
 
 ``model_versions`` -- one document per version::
 
-    {_id: <version>, status: "building" | "ready" | "dropping",
+    {_id: <version>, status: "building" | "ready" | "dropping" | "abandoned",
      created_at: datetime, ready_at: datetime | None, generated_at: datetime,
      attempt: str,                # the publish attempt writing it (serving/version_writer.py)
      counts: {users, items, recs, similar, popular, factors},

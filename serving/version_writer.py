@@ -36,6 +36,10 @@ publish is retried (which begins the version afresh, with a new token) therefore
 next check. The batch it checked just before the retry began may still land (at most one per
 late part); a retry keeps the unfinished attempt's ``generated_at``, so such a batch holds
 exactly the documents the retry would write, and the retry's parts skip them as their own.
+When a publish of another version cleans the failed attempt up first, the version becomes
+``abandoned`` (`recsys.versions`): its parts stop at their next check, a collection their last
+batch recreates is dropped again by the next cleanup, and a retry still keeps its
+``generated_at``.
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ def _attempt_check(store: MongoServingStore, version: str, attempt: str, part: i
                    ) -> Callable[[], None]:
     """A check that raises once `version` is no longer ``building`` under `attempt`.
 
-    A late part of a failed attempt must neither recreate collections a cleanup dropped nor mix
-    its documents into the version that a later attempt is writing.
+    A late part of a failed attempt must not mix its documents into the version that a later
+    attempt is writing, nor keep refilling collections a cleanup dropped (the one batch it may
+    have in flight is dropped by the next cleanup: `recsys.versions.ABANDONED_KEEP`).
     """
     def check() -> None:
         current = store.get_version(version) or {}
@@ -291,9 +296,9 @@ def write_version(db: Database, settings: Settings, version: str, *,
             here).
         progress: told the documents written: per batch for the item collections, each
             second for the users (steps ``publish <kind>``).
-        unfinished: the version's registry document left by an earlier, failed attempt (read
-            before `MongoServingStore.cleanup_incomplete` dropped it), if any: its
-            ``generated_at`` is kept (see the module docstring).
+        unfinished: the version's registry document left by an earlier, failed attempt
+            (``building``, or ``abandoned`` by `MongoServingStore.cleanup_incomplete`), if
+            any: its ``generated_at`` is kept (see the module docstring).
 
     Returns:
         The version's counts ``{users, items, recs, similar, popular, factors}``.

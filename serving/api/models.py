@@ -219,7 +219,9 @@ class VersionPublic(BaseModel):
                    "factors": 3000}})
 
     version: str
-    status: str
+    status: str = Field(description='"building" while written (or left so by a crash), '
+                                    '"ready", "dropping" while pruned, "abandoned" for a day '
+                                    "once a later publish cleaned an unfinished one up")
     active: bool
     created_at: datetime | None = None
     ready_at: datetime | None = None

@@ -122,7 +122,7 @@ def test_parts_on_dask_workers_keep_duckdb_within_the_workers_memory(store, tmp_
                                                                       monkeypatch):
     """On a Dask worker a part's DuckDB gets half the worker's memory limit (DuckDB's own
     default, 80 % of the host in every process, would let parts on one host's workers claim
-    several times its memory) and spills into the build folder, which is removed after."""
+    several times its memory); nothing of the parts stays behind."""
     import dask
     from distributed import Client, LocalCluster
 

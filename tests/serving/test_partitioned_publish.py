@@ -215,6 +215,36 @@ def test_a_late_part_of_a_failed_attempt_writes_nothing_into_the_retried_version
     assert recs.count_documents({"generated_at": generated_at}) == 40
 
 
+def test_a_retry_after_a_cleanup_keeps_the_abandoned_attempts_time(
+    trained: tuple[Path, Path, Manifest], mongo_uri: str, mongo_client: MongoClient,
+    databases: list[str]
+) -> None:
+    """A publish of another version may clean the failed attempt up before the retry: the
+    version is abandoned, not forgotten, so the retry still writes what a late batch of the
+    failed attempt would (the same generated_at)."""
+    data_dir, _, _ = trained
+    settings = _settings(data_dir, mongo_uri, databases[0], partitions=2)
+    _score(trained, settings)
+    db = mongo_client[databases[0]]
+    store = MongoServingStore(db)
+
+    def failing(label: str, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]]
+                ) -> list[Any]:
+        fn(*args_list[0])  # one part wrote, then the attempt failed
+        raise PublishError("the first attempt failed")
+
+    with pytest.raises(PublishError, match="first attempt failed"):
+        publish_model(settings, VERSION, mapper=failing)
+    first_generated_at = store.get_version(VERSION)["generated_at"]
+    assert store.cleanup_incomplete() == [VERSION]  # as another version's publish would
+    assert store.get_version(VERSION)["status"] == "abandoned"
+    result = publish_model(settings, VERSION)
+    assert result.counts["users"] == 40
+    assert store.get_version(VERSION)["generated_at"] == first_generated_at
+    recs = db[serving_collection("recs", VERSION)]
+    assert recs.count_documents({"generated_at": first_generated_at}) == 40
+
+
 def test_a_part_stops_between_batches_when_its_attempt_is_replaced(
     trained: tuple[Path, Path, Manifest], mongo_uri: str, mongo_client: MongoClient,
     databases: list[str], monkeypatch: pytest.MonkeyPatch

@@ -63,10 +63,9 @@ def part_memory_limit(configured: str | None = None) -> str | None:
 
     `configured` when given; else, in a Dask worker that has a memory limit,
     `WORKER_DUCKDB_SHARE` of that limit divided among the worker's threads (each may run a
-    part); else None (DuckDB's default). DuckDB's default is 80 %
-    of the host's memory in every process, so parts on several workers of one host would
-    together claim several times the host, and the nanny would kill their workers where DuckDB
-    could have spilled to disk instead.
+    part); else None (DuckDB's default). DuckDB's default is 80 % of the host's memory in
+    every process, so parts on several workers of one host would together claim several times
+    the host, and the nanny would kill their workers where DuckDB could have spilled to disk.
     """
     if configured is not None:
         return configured

@@ -339,9 +339,9 @@ def write_payload_version(db: Database, payload: PublishPayload, *, batch_size: 
 
     The same sequence as `write_version` (`_write_and_mark_ready`), with all users as one part
     written in this process; for tests and benchmarks that build payloads from arrays. Every
-    array is checked before the database is touched. Rerunning with the same version drops whatever that
-    version has (an incomplete or a ready-but-inactive copy) and rewrites it; the active version
-    is never overwritten. Only `serving.publish.publish_model` switches what is served.
+    array is checked before the database is touched. Rerunning with the same version drops
+    whatever that version has (an incomplete or a ready-but-inactive copy) and rewrites it; the
+    active version is never overwritten. Only `serving.publish.publish_model` switches what is served.
 
     Args:
         db: the serving database.

@@ -34,8 +34,8 @@ def _store(request: Request) -> MongoServingStore:
 async def list_versions(request: Request) -> list[dict[str, Any]]:
     """Every version MongoDB holds, newest first: its status (`building` while being written,
     then `ready`; `abandoned` for a day once a later publish cleaned up an unfinished one, its
-    collections dropped), whether it is the one served, when it was created and made ready, when its
-    lists were generated, and how many documents each collection holds."""
+    collections dropped), whether it is the one served, when it was created and made ready,
+    when its lists were generated, and how many documents each collection holds."""
     docs = await anyio.to_thread.run_sync(_store(request).list_versions)
     return [{**d, "version": d["_id"]} for d in docs]
 
